@@ -1,1 +1,124 @@
-//! placeholder
+//! Test support for the MES shared crates' own suites. Not published.
+//!
+//! - The wire fixtures of the TypeScript services (`testdata/wire/`, a copy
+//!   of the shared `wire/` folder) as typed values.
+//! - The endpoints of the real services the suites talk to, from the
+//!   environment `cargo xtask test` sets up. A missing service is a test
+//!   failure with a message that says how to get it, never a skip.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// Folder of the wire fixtures.
+pub fn wire_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wire")
+}
+
+/// A Kafka record as a legacy service wrote it (`testdata/wire/event-*.json`).
+#[derive(Debug, Clone)]
+pub struct WireRecordFixture {
+    /// File name, e.g. `event-part-updated.json`.
+    pub name: String,
+    /// Topic it was written to.
+    pub topic: String,
+    /// Record key.
+    pub key: String,
+    /// Headers, all UTF-8.
+    pub headers: BTreeMap<String, String>,
+    /// Record value, the JSON text exactly as written.
+    pub value: String,
+}
+
+impl WireRecordFixture {
+    /// Loads one fixture by file name.
+    ///
+    /// # Panics
+    /// If the file is missing or not shaped like a record fixture.
+    pub fn load(name: &str) -> Self {
+        let text = std::fs::read_to_string(wire_dir().join(name))
+            .unwrap_or_else(|e| panic!("cannot read fixture {name}: {e}"));
+        let json: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {name} is not JSON: {e}"));
+        let field = |f: &str| {
+            json.get(f)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("fixture {name} lacks string field {f}"))
+                .to_owned()
+        };
+        let headers = json
+            .get("headers")
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| panic!("fixture {name} lacks headers"))
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        Self {
+            name: name.to_owned(),
+            topic: field("topic"),
+            key: field("key"),
+            headers,
+            value: field("value"),
+        }
+    }
+
+    /// Every record fixture (`event-*.json`), sorted by name.
+    pub fn all() -> Vec<Self> {
+        let mut names: Vec<String> = std::fs::read_dir(wire_dir())
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", wire_dir().display()))
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("event-") && n.ends_with(".json"))
+            .collect();
+        names.sort();
+        names.iter().map(|n| Self::load(n)).collect()
+    }
+}
+
+/// The rows of `testdata/wire/partitioner.json`: key, partition count, and
+/// the partition kafkajs picks.
+pub fn partitioner_rows() -> Vec<(String, u32, u32)> {
+    let path = wire_dir().join("partitioner.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("partitioner.json: {e}"));
+    let rows = json
+        .get("rows")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("partitioner.json has no rows"));
+    rows.iter()
+        .map(|row| {
+            let n = |f: &str| {
+                row.get(f)
+                    .and_then(Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok())
+                    .unwrap_or_else(|| panic!("partitioner row lacks {f}"))
+            };
+            let key = row.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
+            (key, n("partitions"), n("partition"))
+        })
+        .collect()
+}
+
+/// The value of an environment variable that `cargo xtask test` sets.
+///
+/// # Panics
+/// With a message that says how to provide it, when it is not set: a suite
+/// without its service fails, it is never skipped.
+pub fn required_env(name: &str, what: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{name} is not set, so this test has no {what}. Run the suites with `cargo xtask test`, \
+             which provides every service and sets it, or set {name} yourself."
+        ),
+    }
+}
+
+/// The Python interpreter with the independent CloudEvents SDK installed
+/// (`MES_TEST_PYTHON`).
+pub fn python() -> PathBuf {
+    PathBuf::from(required_env(
+        "MES_TEST_PYTHON",
+        "Python interpreter with the `cloudevents` package",
+    ))
+}
