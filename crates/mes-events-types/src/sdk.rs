@@ -9,6 +9,10 @@
 //!   string extensions `entityid`, `entitytype`, `correlationid`, `causationid`.
 //! - cloudevents-sdk keeps time in `chrono` with nanosecond precision; this
 //!   crate keeps any precision too, so nothing is lost either way.
+//! - cloudevents-sdk's own JSON deserializer (`serde_json::from_slice::<Event>`)
+//!   refuses a structured record whose value has the object-valued
+//!   `metadata` the legacy wire requires. Decode such records with
+//!   [`decode`](crate::decode) and convert the result instead.
 //! - An SDK event whose data is not JSON (binary or a non-JSON string), or
 //!   which lacks `time`, cannot become a [`DomainEvent`]: that is an error.
 //!   Extensions other than the ones above are dropped.
