@@ -1,1 +1,130 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks, in Rust, with no dependencies.
+//!
+//! Run `cargo xtask help` for the list.
+
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+pub(crate) type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+const HELP: &str = "\
+cargo xtask <task> [args]
+
+Tasks:
+  demo        Run the cache-sync scenario end to end, narrated.
+  test        Run every test of the workspace (unit, integration, doc, property,
+              interop). Provides the services the suites need first and sets
+              their MES_TEST_* variables; extra args go to `cargo test`.
+  ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
+              without warnings, cargo deny (bans, licenses, sources), then `test`.
+  help        This text.
+
+Services and tools are cached outside the clone under $MES_TOOLS_CACHE
+(default ~/.cache/mes-tools): the first run on a machine builds them.
+
+Environment:
+  MES_TEST_PYTHON   Python with the `cloudevents` package (else a cached venv).
+  MES_TOOLS_CACHE   Where built tools and environments are kept.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let outcome = match task {
+        "test" => test(rest),
+        "ci" => ci(),
+        "demo" => demo(rest),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(format!("unknown task {other:?}; `cargo xtask help` lists them").into()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask {task}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// Runs a command to completion, failing on a non-zero exit.
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {status}").into())
+    }
+}
+
+fn cargo_in_workspace() -> Command {
+    let mut command = Command::new(tools::cargo());
+    command.current_dir(workspace_root());
+    command
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let python = match std::env::var_os("MES_TEST_PYTHON") {
+        Some(python) => PathBuf::from(python),
+        None => tools::python_env()?,
+    };
+    eprintln!("xtask: MES_TEST_PYTHON={}", python.display());
+    run(cargo_in_workspace()
+        .args(["test", "--workspace", "--all-features", "--locked"])
+        .args(extra)
+        .env("MES_TEST_PYTHON", python))
+}
+
+fn ci() -> Result<()> {
+    run(cargo_in_workspace().args(["fmt", "--all", "--check"]))?;
+    run(cargo_in_workspace().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo_in_workspace()
+        .args(["doc", "--workspace", "--no-deps", "--all-features", "--locked"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    let deny = tools::CARGO_DENY.ensure()?;
+    // Advisories need the advisory database from the network; the offline
+    // checks are the ones that keep the tree clean.
+    run(cargo_in_workspace()
+        .arg("deny")
+        .args(["--all-features", "check", "bans", "licenses", "sources"])
+        .env("PATH", prepend_path(deny.parent().unwrap_or(Path::new(".")))))?;
+    test(&[])
+}
+
+fn prepend_path(dir: &Path) -> std::ffi::OsString {
+    let mut paths = vec![dir.to_path_buf()];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(paths).unwrap_or_default()
+}
+
+fn demo(extra: &[String]) -> Result<()> {
+    run(cargo_in_workspace()
+        .args(["run", "--quiet", "--locked", "--package", "mes-demo", "--"])
+        .args(extra))
+}

@@ -1,1 +1,11 @@
-//! placeholder
+//! The Redis reference data cache of the MES fleet.
+//!
+//! **Not implemented yet**: this crate reserves its name and place in the
+//! workspace (see the workspace's ARCHITECTURE.md for what it will hold and
+//! the open issue that builds it). It exports nothing.
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | (none yet) | | |

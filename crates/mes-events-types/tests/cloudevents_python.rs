@@ -4,6 +4,13 @@
 //!
 //! Needs `MES_TEST_PYTHON`: an interpreter with `cloudevents` installed;
 //! `cargo xtask test` provides one.
+// Test code fails loudly by design.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -89,7 +96,10 @@ fn python_sdk_decodes_structured_and_binary_records() {
     let mut records = Vec::new();
     let mut expected = Vec::new();
     for event in &events {
-        for (mode, name) in [(ContentMode::Structured, "structured"), (ContentMode::Binary, "binary")] {
+        for (mode, name) in [
+            (ContentMode::Structured, "structured"),
+            (ContentMode::Binary, "binary"),
+        ] {
             // With the legacy ce-* headers (the publisher's default) and without.
             for legacy in [true, false] {
                 let options = EncodeOptions::default().mode(mode).legacy_headers(legacy);
@@ -121,7 +131,11 @@ fn python_sdk_decodes_structured_and_binary_records() {
             ("causationid", event.causation_id()),
         ];
         for (name, value) in optional {
-            assert_eq!(attributes.get(name).and_then(Value::as_str), value, "{context}: {name}");
+            assert_eq!(
+                attributes.get(name).and_then(Value::as_str),
+                value,
+                "{context}: {name}"
+            );
         }
         let metadata = match &attributes["metadata"] {
             Value::Null => None,

@@ -1,5 +1,12 @@
 //! Conversion to and from cloudevents-sdk's `Event` (feature `cloudevents`).
 #![cfg(feature = "cloudevents")]
+// Test code fails loudly by design.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use cloudevents::EventBuilder;
 use cloudevents::event::{AttributesReader, ExtensionValue};

@@ -1,11 +1,21 @@
 //! Malformed records get a clear, typed error.
+// Test code fails loudly by design.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use mes_events_types::{Error, KafkaRecord, decode};
 
 fn binary(headers: &[(&str, &[u8])], value: Option<&[u8]>) -> KafkaRecord {
     KafkaRecord {
         key: Some(b"K-1".to_vec()),
-        headers: headers.iter().map(|(k, v)| ((*k).to_owned(), v.to_vec())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect(),
         value: value.map(<[u8]>::to_vec),
     }
 }
@@ -50,7 +60,10 @@ fn wrong_specversion_is_refused() {
     let mut headers = without("ce_specversion");
     headers.push(("ce_specversion", b"0.3"));
     let error = decode(&binary(&headers, Some(b"{}"))).unwrap_err();
-    assert!(matches!(error, Error::UnsupportedSpecVersion { ref found } if found == "0.3"), "{error}");
+    assert!(
+        matches!(error, Error::UnsupportedSpecVersion { ref found } if found == "0.3"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -62,10 +75,16 @@ fn undecodable_json_is_refused_in_every_mode() {
         &[("content-type", b"application/cloudevents+json")],
         Some(b"\xff\xfe garbage"),
     );
-    assert!(matches!(decode(&structured).unwrap_err(), Error::InvalidJson { .. }));
+    assert!(matches!(
+        decode(&structured).unwrap_err(),
+        Error::InvalidJson { .. }
+    ));
 
     let neither = binary(&[], Some(b"just some bytes"));
-    assert!(matches!(decode(&neither).unwrap_err(), Error::NotACloudEvent { .. }));
+    assert!(matches!(
+        decode(&neither).unwrap_err(),
+        Error::NotACloudEvent { .. }
+    ));
 }
 
 #[test]
@@ -92,17 +111,24 @@ fn non_json_data_and_batches_are_unsupported_not_misread() {
     let error = decode(&binary(&text, Some(b"hello"))).unwrap_err();
     assert!(matches!(error, Error::UnsupportedContentType { .. }), "{error}");
 
-    let batch = binary(&[("content-type", b"application/cloudevents-batch+json")], Some(b"[]"));
+    let batch = binary(
+        &[("content-type", b"application/cloudevents-batch+json")],
+        Some(b"[]"),
+    );
     let error = decode(&batch).unwrap_err();
     assert!(matches!(error, Error::UnsupportedContentType { .. }), "{error}");
 }
 
 #[test]
 fn attribute_of_the_wrong_json_type_is_named() {
-    let value = br#"{"specversion":"1.0","id":7,"source":"s","type":"t.x","time":"2025-10-18T12:14:56.789Z"}"#;
+    let value =
+        br#"{"specversion":"1.0","id":7,"source":"s","type":"t.x","time":"2025-10-18T12:14:56.789Z"}"#;
     let record = binary(&[("content-type", b"application/cloudevents+json")], Some(value));
     let error = decode(&record).unwrap_err();
-    assert!(matches!(error, Error::InvalidAttribute { name: "id", .. }), "{error}");
+    assert!(
+        matches!(error, Error::InvalidAttribute { name: "id", .. }),
+        "{error}"
+    );
 }
 
 #[test]

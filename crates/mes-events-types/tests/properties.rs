@@ -1,5 +1,12 @@
 //! Property tests: decoding never panics, and encode-then-decode is the
 //! identity for events of every type in every mode.
+// Test code fails loudly by design.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use mes_events_types::*;
 use proptest::collection::{btree_map, vec};
@@ -25,10 +32,14 @@ fn number() -> impl Strategy<Value = f64> {
 fn timestamp() -> impl Strategy<Value = Timestamp> {
     // Whole milliseconds like the fleet writes, and finer precision like
     // other producers may.
-    (0i64..253_402_300_799_999, prop_oneof![Just(0i64), 0i64..1_000_000]).prop_map(|(ms, sub)| {
-        let nanos = i128::from(ms) * 1_000_000 + i128::from(sub);
-        Timestamp::try_from(time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap()).unwrap()
-    })
+    (
+        0i64..253_402_300_799_999,
+        prop_oneof![Just(0i64), 0i64..1_000_000],
+    )
+        .prop_map(|(ms, sub)| {
+            let nanos = i128::from(ms) * 1_000_000 + i128::from(sub);
+            Timestamp::try_from(time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap()).unwrap()
+        })
 }
 
 fn json() -> impl Strategy<Value = Value> {
@@ -123,21 +134,30 @@ fn wrap<T>(mut event: DomainEvent<T>, e: Envelope) -> DomainEvent<T> {
 }
 
 fn options() -> impl Strategy<Value = EncodeOptions> {
-    (prop_oneof![Just(ContentMode::Structured), Just(ContentMode::Binary)], any::<bool>())
+    (
+        prop_oneof![Just(ContentMode::Structured), Just(ContentMode::Binary)],
+        any::<bool>(),
+    )
         .prop_map(|(mode, legacy)| EncodeOptions::default().mode(mode).legacy_headers(legacy))
 }
 
 fn part_fields() -> impl Strategy<Value = PartFields> {
-    (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()).prop_map(|(a, b, c, d, e, f)| {
-        PartFields {
+    (
+        opt_text(),
+        opt_text(),
+        opt_text(),
+        opt_text(),
+        opt_text(),
+        opt_text(),
+    )
+        .prop_map(|(a, b, c, d, e, f)| PartFields {
             part_id: a,
             part_number: b,
             part_name: c,
             revision: d,
             unit_of_measure: e,
             material_type: f,
-        }
-    })
+        })
 }
 
 /// A strategy for every payload type of the crate.
@@ -214,7 +234,7 @@ fn check_round_trip<T: ArbitraryPayload>(cases: u32) {
         ..ProptestConfig::default()
     };
     proptest!(config, |(payload in T::strategy(), e in envelope(), options in options())| {
-        let event = wrap(DomainEvent::new("svc", payload), e);
+        let event = wrap(DomainEvent::new(e.source.clone(), payload), e);
         let record = encode(&event, &options).unwrap();
         let decoded = decode(&record).unwrap();
         prop_assert_eq!(decoded.event_type(), &T::EVENT_TYPE);
@@ -237,10 +257,9 @@ fn encode_then_decode_is_the_identity_for_every_payload_type() {
 }
 
 fn unknown_type() -> impl Strategy<Value = EventType> {
-    "[a-z]{1,8}(\\.[a-z]{1,8}){0,3}"
-        .prop_filter_map("declared types are covered elsewhere", |t| {
-            EventType::parse(&t).ok().filter(|t| !t.is_known())
-        })
+    "[a-z]{1,8}(\\.[a-z]{1,8}){0,3}".prop_filter_map("declared types are covered elsewhere", |t| {
+        EventType::parse(&t).ok().filter(|t| !t.is_known())
+    })
 }
 
 proptest! {
@@ -250,7 +269,7 @@ proptest! {
     fn encode_then_decode_is_the_identity_for_unknown_types(
         event_type in unknown_type(), data in json(), e in envelope(), options in options()
     ) {
-        let event = wrap(DomainEvent::new_raw(event_type, "svc", data), e);
+        let event = wrap(DomainEvent::new_raw(event_type, e.source.clone(), data), e);
         let decoded = decode(&encode(&event, &options).unwrap()).unwrap();
         prop_assert_eq!(decoded, event);
     }
@@ -282,7 +301,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         flips in vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
     ) {
-        let event = wrap(DomainEvent::new("svc", payload), e);
+        let event = wrap(DomainEvent::new(e.source.clone(), payload), e);
         let mut record = encode(&event, &options).unwrap();
         let mut value = record.value.take().unwrap();
         for (at, byte) in flips {

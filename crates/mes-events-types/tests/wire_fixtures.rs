@@ -1,5 +1,12 @@
 //! The records the TypeScript services write decode to the events they
 //! mean, and what Rust writes from them decodes back to the same events.
+// Test code fails loudly by design.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use mes_events_types::{
     ContentMode, DomainEvent, EncodeOptions, EventType, InspectionCompleted, InspectionResult, KafkaRecord,
@@ -37,7 +44,10 @@ fn part_updated_fixture_decodes_with_entity_from_key_and_metadata() {
     assert_eq!(event.event_type(), &MaterialEventType::PartUpdated);
     assert_eq!(event.id().as_str(), "evt_1760789696789_k3j9x0a1b");
     assert_eq!(event.source(), "material-service");
-    assert_eq!(event.time(), Timestamp::parse("2025-10-18T12:14:56.789Z").unwrap());
+    assert_eq!(
+        event.time(),
+        Timestamp::parse("2025-10-18T12:14:56.789Z").unwrap()
+    );
     assert_eq!(event.entity_id(), Some("P-12345"));
     assert_eq!(event.entity_type(), None, "the legacy wire does not carry it");
     assert_eq!(event.correlation_id(), None);
@@ -52,7 +62,9 @@ fn part_updated_fixture_decodes_with_entity_from_key_and_metadata() {
     assert_eq!(data.part_name, "Landing Gear Strut");
     assert_eq!(data.changes.part_number.as_deref(), Some("P-99999"));
     assert_eq!(
-        data.previous_values.as_ref().and_then(|p| p.part_number.as_deref()),
+        data.previous_values
+            .as_ref()
+            .and_then(|p| p.part_number.as_deref()),
         Some("P-12345")
     );
 }
@@ -95,7 +107,11 @@ fn unknown_type_fixture_is_carried_and_routed() {
         &json!({"toolId": "T-77", "calibratedBy": "user-3", "nextDue": "2026-04-18"})
     );
     let error = event.clone().into_typed::<PartUpdated>().unwrap_err();
-    assert_eq!(error.into_raw_event(), Some(event), "the raw event survives a failed typed view");
+    assert_eq!(
+        error.into_raw_event(),
+        Some(event),
+        "the raw event survives a failed typed view"
+    );
 }
 
 #[test]
@@ -108,8 +124,18 @@ fn every_fixture_reencodes_in_both_modes_to_an_equal_event() {
             for legacy in [true, false] {
                 let options = EncodeOptions::default().mode(mode).legacy_headers(legacy);
                 let record = encode(&event, &options).unwrap();
-                assert_eq!(record.key.as_deref(), Some(fixture.key.as_bytes()), "{}", fixture.name);
-                assert_eq!(decode(&record).unwrap(), event, "{} {mode:?} legacy={legacy}", fixture.name);
+                assert_eq!(
+                    record.key.as_deref(),
+                    Some(fixture.key.as_bytes()),
+                    "{}",
+                    fixture.name
+                );
+                assert_eq!(
+                    decode(&record).unwrap(),
+                    event,
+                    "{} {mode:?} legacy={legacy}",
+                    fixture.name
+                );
             }
         }
     }
@@ -133,7 +159,12 @@ fn structured_records_keep_the_legacy_value_and_headers() {
         let legacy: Value = serde_json::from_str(&fixture.value).unwrap();
         let ours: Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
         for (field, value) in legacy.as_object().unwrap() {
-            assert_eq!(ours.get(field), Some(value), "{}: value field {field}", fixture.name);
+            assert_eq!(
+                ours.get(field),
+                Some(value),
+                "{}: value field {field}",
+                fixture.name
+            );
         }
         assert_eq!(
             record.header("content-type"),
@@ -169,8 +200,14 @@ fn typed_events_encode_under_their_own_type_only() {
             changed_by: "user-7".into(),
         },
     );
-    assert_eq!(event.event_type(), &EventType::parse("workorder.status.changed").unwrap());
+    assert_eq!(
+        event.event_type(),
+        &EventType::parse("workorder.status.changed").unwrap()
+    );
     let record = encode(&event, &EncodeOptions::default()).unwrap();
     let error = mes_events_types::decode_typed::<PartUpdated>(&record).unwrap_err();
-    assert!(matches!(error, mes_events_types::Error::WrongEventType { .. }), "{error}");
+    assert!(
+        matches!(error, mes_events_types::Error::WrongEventType { .. }),
+        "{error}"
+    );
 }

@@ -79,7 +79,8 @@ impl WireRecordFixture {
 /// the partition kafkajs picks.
 pub fn partitioner_rows() -> Vec<(String, u32, u32)> {
     let path = wire_dir().join("partitioner.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("partitioner.json: {e}"));
     let rows = json
         .get("rows")
@@ -93,7 +94,11 @@ pub fn partitioner_rows() -> Vec<(String, u32, u32)> {
                     .and_then(|v| u32::try_from(v).ok())
                     .unwrap_or_else(|| panic!("partitioner row lacks {f}"))
             };
-            let key = row.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let key = row
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             (key, n("partitions"), n("partition"))
         })
         .collect()

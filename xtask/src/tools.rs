@@ -1,0 +1,142 @@
+//! Tools the tasks need, installed once per machine into a cache outside
+//! the clone (`$MES_TOOLS_CACHE`, else `$XDG_CACHE_HOME/mes-tools`, else
+//! `~/.cache/mes-tools`), so a fresh clone on a machine that built them
+//! before starts at once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{Result, run, workspace_root};
+
+/// The cache folder for built tools.
+pub(crate) fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MES_TOOLS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(|| std::env::temp_dir().join("cache"));
+    base.join("mes-tools")
+}
+
+/// A binary from the crate registry, built by `cargo install --locked` into
+/// the cache once per version and feature set.
+pub(crate) struct CargoTool {
+    pub(crate) krate: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) features: &'static [&'static str],
+    pub(crate) binary: &'static str,
+    /// Said before a long first build, so nobody thinks it hangs.
+    pub(crate) build_note: &'static str,
+}
+
+impl CargoTool {
+    fn root(&self) -> PathBuf {
+        let mut key = format!("{}-{}", self.krate, self.version);
+        for feature in self.features {
+            key.push('-');
+            key.push_str(feature);
+        }
+        cache_dir().join(key)
+    }
+
+    /// The binary's path, building it first if the cache lacks it.
+    pub(crate) fn ensure(&self) -> Result<PathBuf> {
+        let binary = self.root().join("bin").join(self.binary);
+        if binary.is_file() {
+            return Ok(binary);
+        }
+        eprintln!(
+            "xtask: building {} {} into {} ({}); cargo's progress follows",
+            self.krate,
+            self.version,
+            self.root().display(),
+            self.build_note
+        );
+        let mut install = Command::new(cargo());
+        install
+            .args(["install", "--locked", "--version", self.version, "--root"])
+            .arg(self.root())
+            .arg(self.krate);
+        if !self.features.is_empty() {
+            install.arg("--features").arg(self.features.join(","));
+        }
+        // The tool is built with its own lock file, not in this workspace.
+        install.current_dir(cache_dir_created()?);
+        run(&mut install)?;
+        if !binary.is_file() {
+            return Err(format!(
+                "cargo install {} did not produce {}",
+                self.krate,
+                binary.display()
+            )
+            .into());
+        }
+        Ok(binary)
+    }
+}
+
+fn cache_dir_created() -> Result<PathBuf> {
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// cargo-deny, for `cargo xtask ci`.
+pub(crate) const CARGO_DENY: CargoTool = CargoTool {
+    krate: "cargo-deny",
+    version: "0.20.2",
+    features: &[],
+    binary: "cargo-deny",
+    build_note: "a few minutes, once per machine",
+};
+
+/// The cargo that runs this xtask.
+pub(crate) fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// A virtualenv with `xtask/python-requirements.txt` installed, cached by the
+/// file's content. Returns its interpreter.
+pub(crate) fn python_env() -> Result<PathBuf> {
+    let requirements = workspace_root().join("xtask/python-requirements.txt");
+    let text =
+        std::fs::read(&requirements).map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
+    let venv = cache_dir_created()?.join(format!("python-{:016x}", fnv1a(&text)));
+    let python = venv.join("bin/python");
+    let complete = venv.join(".complete");
+    if complete.is_file() && python.is_file() {
+        return Ok(python);
+    }
+    eprintln!("xtask: creating the Python environment {}", venv.display());
+    if venv.exists() {
+        std::fs::remove_dir_all(&venv).map_err(|e| format!("cannot remove {}: {e}", venv.display()))?;
+    }
+    let base = std::env::var("MES_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    run(Command::new(&base).args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    write_marker(&complete)?;
+    Ok(python)
+}
+
+fn write_marker(path: &Path) -> Result<()> {
+    std::fs::write(path, b"").map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+}
+
+/// FNV-1a: a content hash that is stable across Rust releases (unlike
+/// `DefaultHasher`), for cache keys.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

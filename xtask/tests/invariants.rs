@@ -1,0 +1,198 @@
+//! Repository invariants (see ARCHITECTURE.md), checked as ordinary tests.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Names of the crates `package` depends on through normal dependencies,
+/// transitively, with every feature on.
+fn normal_dependency_closure(package: &str) -> BTreeSet<String> {
+    let output = cargo()
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "--all-features",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+        ])
+        .arg(package)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != package)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Crates that do I/O or run an async runtime; a schema crate must not pull
+/// any of them in.
+fn does_io(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "mio",
+        "socket2",
+        "fred",
+        "rskafka",
+        "rdkafka",
+        "redis",
+        "sqlx",
+        "hyper",
+        "h2",
+        "reqwest",
+        "ureq",
+        "async-std",
+        "smol",
+        "async-io",
+        "native-tls",
+        "openssl",
+        "tonic",
+        "actix-web",
+        "axum",
+        "warp",
+        "nats",
+        "async-nats",
+        "libc-net",
+        "tokio",
+    ];
+    const PREFIXES: &[&str] = &[
+        "tokio-", "rustls", "rdkafka-", "sqlx-", "hyper-", "openssl-", "redis-",
+    ];
+    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+#[test]
+fn events_types_depends_on_nothing_that_does_io() {
+    let offenders: Vec<String> = normal_dependency_closure("mes-events-types")
+        .into_iter()
+        .filter(|name| does_io(name) || name.starts_with("mes-"))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "mes-events-types must stay pure (no I/O, no runtime, no other mes crate), but depends on {offenders:?}"
+    );
+}
+
+#[test]
+fn cache_and_publisher_stay_independent_of_each_other() {
+    let cache = normal_dependency_closure("mes-cache");
+    for forbidden in ["rskafka", "mes-publisher", "mes-events-types", "mes-sync"] {
+        assert!(
+            !cache.contains(forbidden),
+            "mes-cache must not depend on {forbidden}"
+        );
+    }
+    let publisher = normal_dependency_closure("mes-publisher");
+    for forbidden in ["fred", "mes-cache", "mes-sync"] {
+        assert!(
+            !publisher.contains(forbidden),
+            "mes-publisher must not depend on {forbidden}"
+        );
+    }
+}
+
+fn metadata() -> Value {
+    let output = cargo()
+        .args([
+            "metadata",
+            "--locked",
+            "--offline",
+            "--format-version",
+            "1",
+            "--no-deps",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn publishable_crates_carry_registry_metadata_and_versioned_internal_deps() {
+    let metadata = metadata();
+    let packages = metadata["packages"].as_array().unwrap();
+    let mut publishable = Vec::new();
+    for package in packages {
+        let name = package["name"].as_str().unwrap();
+        let publish = &package["publish"];
+        if publish.as_array().is_some_and(|p| p.is_empty()) {
+            continue; // publish = false
+        }
+        publishable.push(name.to_owned());
+        assert_eq!(
+            publish,
+            &serde_json::json!(["mes"]),
+            "{name}: publish only to the internal registry"
+        );
+        for field in ["description", "license", "repository"] {
+            assert!(
+                package[field].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: {field} missing"
+            );
+        }
+        for dependency in package["dependencies"].as_array().unwrap() {
+            let dep = dependency["name"].as_str().unwrap();
+            if dep.starts_with("mes-") && dependency["kind"].is_null() {
+                assert!(dependency["path"].is_string(), "{name} -> {dep}: needs a path");
+                assert_ne!(dependency["req"], "*", "{name} -> {dep}: needs a version");
+                assert!(
+                    dependency["registry"].as_str().is_some_and(|r| r.contains("mes")),
+                    "{name} -> {dep}: needs registry = \"mes\""
+                );
+                assert_ne!(dep, "mes-testkit", "{name}: the test kit is not published");
+            }
+        }
+    }
+    publishable.sort();
+    assert_eq!(
+        publishable,
+        ["mes-cache", "mes-events-types", "mes-publisher", "mes-sync"]
+    );
+}
+
+#[test]
+fn wire_fixtures_match_the_shared_originals_when_present() {
+    // The fixtures are copied into testdata/ so a clean clone has them; when
+    // the shared folder sits beside the checkout, the copy must not drift.
+    let shared = root().join("../shared/wire");
+    let Ok(entries) = std::fs::read_dir(&shared) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let ours = root().join("testdata/wire").join(entry.file_name());
+        assert_eq!(
+            std::fs::read(entry.path()).unwrap(),
+            std::fs::read(&ours).unwrap_or_default(),
+            "{} differs from {}",
+            ours.display(),
+            entry.path().display()
+        );
+    }
+}
