@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask help` for the list.
 
+mod services;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -24,9 +25,13 @@ Tasks:
 Services and tools are cached outside the clone under $MES_TOOLS_CACHE
 (default ~/.cache/mes-tools): the first run on a machine builds them.
 
-Environment:
-  MES_TEST_PYTHON   Python with the `cloudevents` package (else a cached venv).
-  MES_TOOLS_CACHE   Where built tools and environments are kept.
+Environment (each one given is used as it is, and nothing is started for it):
+  MES_TEST_KAFKA_BROKERS  Kafka-protocol broker (else a tansu broker is started).
+  MES_TEST_TANSU_BIN      tansu binary for suites that kill and restart brokers
+                          (else built into the cache).
+  MES_TEST_PYTHON         Python with `cloudevents` and `confluent-kafka`
+                          (else a cached venv).
+  MES_TOOLS_CACHE         Where built tools and environments are kept.
 ";
 
 fn main() -> ExitCode {
@@ -79,15 +84,13 @@ fn cargo_in_workspace() -> Command {
 }
 
 fn test(extra: &[String]) -> Result<()> {
-    let python = match std::env::var_os("MES_TEST_PYTHON") {
-        Some(python) => PathBuf::from(python),
-        None => tools::python_env()?,
-    };
-    eprintln!("xtask: MES_TEST_PYTHON={}", python.display());
-    run(cargo_in_workspace()
+    let services = services::Services::provide()?;
+    let mut command = cargo_in_workspace();
+    command
         .args(["test", "--workspace", "--all-features", "--locked"])
-        .args(extra)
-        .env("MES_TEST_PYTHON", python))
+        .args(extra);
+    services.export_to(&mut command);
+    run(&mut command)
 }
 
 fn ci() -> Result<()> {

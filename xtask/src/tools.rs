@@ -92,6 +92,15 @@ pub(crate) const CARGO_DENY: CargoTool = CargoTool {
     build_note: "a few minutes, once per machine",
 };
 
+/// tansu, the Kafka-protocol broker of the suites and benchmarks.
+pub(crate) const TANSU: CargoTool = CargoTool {
+    krate: "tansu",
+    version: "0.6.0",
+    features: &["dynostore", "libsql"],
+    binary: "tansu",
+    build_note: "15-20 minutes on 2 cores, once per machine",
+};
+
 /// The cargo that runs this xtask.
 pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())

@@ -1,11 +1,74 @@
-//! Publishes MES domain events to Kafka as CloudEvents.
+//! Publishes MES domain events to Kafka as CloudEvents, in order per entity.
 //!
-//! **Not implemented yet**: this crate reserves its name and place in the
-//! workspace (see the workspace's ARCHITECTURE.md for what it will hold and
-//! the open issue that builds it). It exports nothing.
+//! [`EventPublisher`] takes [`DomainEvent`](mes_events_types::DomainEvent)s
+//! from `mes-events-types`, encodes them with that crate's codec (CloudEvents
+//! structured mode by default, binary on request, plus the legacy `ce-*`
+//! headers the TypeScript tooling reads), and sends each to the topic of
+//! its type (`mes.{domain}.events`), keyed by its entity id, on the
+//! partition the kafkajs/Java murmur2 partitioner picks. It runs on rskafka
+//! (pure Rust; no librdkafka), whose types stay out of this API.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use mes_events_types::{DomainEvent, PartFields, PartUpdated};
+//! use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
+//!
+//! # async fn run() -> Result<(), mes_publisher::Error> {
+//! // KAFKA_BROKERS and KAFKA_CLIENT_ID, like the legacy services.
+//! let publisher = EventPublisher::connect(PublisherConfig::from_env()?).await?;
+//! publisher
+//!     .ensure_topics(&[TopicSpec::new("mes.material.events", TopicSettings::default())])
+//!     .await?;
+//!
+//! let event = DomainEvent::new(
+//!     "material-service",
+//!     PartUpdated {
+//!         part_id: "P-12345".into(),
+//!         part_number: "P-99999".into(),
+//!         part_name: "Landing Gear Strut".into(),
+//!         revision: None,
+//!         changes: PartFields { part_number: Some("P-99999".into()), ..Default::default() },
+//!         previous_values: None,
+//!     },
+//! )
+//! .with_entity("Part", "P-12345");
+//! let landed = publisher.publish(&event).await?;
+//! println!("{} landed at {}/{}@{}", event.id(), landed.topic, landed.partition, landed.offset);
+//! publisher.disconnect().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Delivery
+//!
+//! `publish` returns once the broker acknowledged the event (acks = all) with
+//! where it landed, or an [`Error`] whose [`Error::delivery`] says whether
+//! the event may be on the topic anyway. rskafka has no idempotent producer:
+//! a retried request can write an event twice. Events carry stable ids
+//! (ULIDs) and the consumer de-duplicates by id, so delivery is
+//! at-least-once end to end.
+//!
+//! Events of one entity are never reordered: they share a partition, and
+//! each partition sends one batch at a time, retrying it before the next;
+//! when a batch fails for good, the events queued behind it fail unsent
+//! ([`Error::EarlierBatchFailed`]) instead of overtaking it.
 //!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none yet) | | |
+//! | `compression-gzip` | no | [`Compression::Gzip`] |
+//! | `compression-lz4` | no | [`Compression::Lz4`] |
+//! | `compression-snappy` | no | [`Compression::Snappy`] |
+//! | `compression-zstd` | no | [`Compression::Zstd`] |
+
+mod config;
+mod error;
+mod kafka;
+mod memory;
+mod publisher;
+
+pub use config::{Compression, PublisherConfig, RetryPolicy, SaslCredentials, SaslMechanism, TopicSettings};
+pub use error::{ClientError, Delivery, Error};
+pub use memory::{RecordedEvents, RecordedRecord};
+pub use publisher::{EventPublisher, Published, TopicSpec};

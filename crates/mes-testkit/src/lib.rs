@@ -6,6 +6,8 @@
 //!   environment `cargo xtask test` sets up. A missing service is a test
 //!   failure with a message that says how to get it, never a skip.
 
+pub mod tansu;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -126,4 +128,16 @@ pub fn python() -> PathBuf {
         "MES_TEST_PYTHON",
         "Python interpreter with the `cloudevents` package",
     ))
+}
+
+/// The bootstrap brokers of the Kafka-protocol broker the suites share
+/// (`MES_TEST_KAFKA_BROKERS`).
+pub fn kafka_brokers() -> String {
+    required_env("MES_TEST_KAFKA_BROKERS", "Kafka-protocol broker")
+}
+
+/// The tansu binary, for suites that start and kill brokers of their own
+/// (`MES_TEST_TANSU_BIN`).
+pub fn tansu_binary() -> PathBuf {
+    PathBuf::from(required_env("MES_TEST_TANSU_BIN", "tansu broker binary"))
 }

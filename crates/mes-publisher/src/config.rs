@@ -1,0 +1,420 @@
+//! Configuration of an [`EventPublisher`](crate::EventPublisher).
+
+use std::fmt;
+use std::time::Duration;
+
+use mes_events_types::{ContentMode, EncodeOptions};
+
+use crate::Error;
+
+/// How a publisher connects and batches.
+///
+/// Defaults follow the legacy TypeScript publisher (kafkajs): 8 retries with
+/// a first back-off of 100 ms, no compression; plus a 5 ms linger so events
+/// published together travel in one request per partition.
+///
+/// ```
+/// use std::time::Duration;
+/// use mes_publisher::{PublisherConfig, RetryPolicy};
+///
+/// let config = PublisherConfig::new(["kafka-1:9092", "kafka-2:9092"])
+///     .client_id("material-service")
+///     .linger(Duration::from_millis(2))
+///     .retry(RetryPolicy::default().retries(5));
+/// assert_eq!(config.brokers(), ["kafka-1:9092", "kafka-2:9092"]);
+/// ```
+#[derive(Clone)]
+pub struct PublisherConfig {
+    pub(crate) brokers: Vec<String>,
+    pub(crate) client_id: String,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) linger: Duration,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) max_record_bytes: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) compression: Compression,
+    pub(crate) encode: EncodeOptions,
+    pub(crate) sasl: Option<SaslCredentials>,
+    pub(crate) auto_create_topics: Option<TopicSettings>,
+    pub(crate) metadata_max_age: Duration,
+}
+
+impl PublisherConfig {
+    /// A configuration for these bootstrap brokers (`host:port`), with every
+    /// other setting at its default.
+    pub fn new<S: Into<String>>(brokers: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            brokers: brokers.into_iter().map(Into::into).collect(),
+            client_id: "mes-service".to_owned(),
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(5),
+            max_batch_bytes: 512 * 1024,
+            max_record_bytes: 1_000_000,
+            queue_capacity: 10_000,
+            compression: Compression::None,
+            encode: EncodeOptions::default(),
+            sasl: None,
+            auto_create_topics: None,
+            metadata_max_age: Duration::from_secs(300),
+        }
+    }
+
+    /// The configuration the legacy services read from the environment:
+    /// `KAFKA_BROKERS` (comma-separated, default `localhost:9092`),
+    /// `KAFKA_CLIENT_ID` (default `mes-service`), and, when
+    /// `KAFKA_SASL_USERNAME` is set, `KAFKA_SASL_PASSWORD` and
+    /// `KAFKA_SASL_MECHANISM` (`plain`, `scram-sha-256` or `scram-sha-512`;
+    /// default `plain`).
+    pub fn from_env() -> Result<Self, Error> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let brokers = var("KAFKA_BROKERS").unwrap_or_else(|| "localhost:9092".to_owned());
+        let mut config = Self::new(brokers.split(',').map(str::trim).filter(|b| !b.is_empty()));
+        if config.brokers.is_empty() {
+            return Err(Error::Config {
+                reason: "KAFKA_BROKERS names no broker".to_owned(),
+            });
+        }
+        if let Some(client_id) = var("KAFKA_CLIENT_ID") {
+            config.client_id = client_id;
+        }
+        if let Some(username) = var("KAFKA_SASL_USERNAME") {
+            let mechanism = match var("KAFKA_SASL_MECHANISM")
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+            {
+                None => SaslMechanism::Plain,
+                Some(m) => m.parse()?,
+            };
+            let password = var("KAFKA_SASL_PASSWORD").ok_or_else(|| Error::Config {
+                reason: "KAFKA_SASL_USERNAME is set but KAFKA_SASL_PASSWORD is not".to_owned(),
+            })?;
+            config.sasl = Some(SaslCredentials::new(mechanism, username, password));
+        }
+        Ok(config)
+    }
+
+    /// The client id the broker sees (legacy `clientId`).
+    #[must_use]
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// How failed requests are retried.
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How long [`EventPublisher::connect`](crate::EventPublisher::connect)
+    /// may take before it fails (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one produce request may take, retries excluded (default 30 s,
+    /// the broker's own acks=all timeout).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a partition waits for more events before it sends a batch
+    /// (default 5 ms; zero sends what is queued at once).
+    #[must_use]
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Upper bound of one batch's uncompressed size (default 512 KiB).
+    #[must_use]
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Largest record the publisher sends (default 1,000,000 bytes, Kafka's
+    /// default `max.message.bytes`); larger events fail before sending.
+    #[must_use]
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// Events queued per partition before `publish` waits (default 10,000).
+    #[must_use]
+    pub fn queue_capacity(mut self, events: usize) -> Self {
+        self.queue_capacity = events.max(1);
+        self
+    }
+
+    /// Compression of record batches (default none, like the legacy services).
+    #[must_use]
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Content mode of the records (default structured).
+    #[must_use]
+    pub fn content_mode(mut self, mode: ContentMode) -> Self {
+        self.encode = self.encode.mode(mode);
+        self
+    }
+
+    /// Whether the legacy `ce-*` headers are added (default yes, so legacy
+    /// tooling keeps working).
+    #[must_use]
+    pub fn legacy_headers(mut self, on: bool) -> Self {
+        self.encode = self.encode.legacy_headers(on);
+        self
+    }
+
+    /// Authenticates with SASL.
+    #[must_use]
+    pub fn sasl(mut self, credentials: SaslCredentials) -> Self {
+        self.sasl = Some(credentials);
+        self
+    }
+
+    /// Creates a missing topic on first publish with these settings. Off by
+    /// default: publishing to a missing topic is [`Error::TopicNotFound`].
+    #[must_use]
+    pub fn auto_create_topics(mut self, settings: TopicSettings) -> Self {
+        self.auto_create_topics = Some(settings);
+        self
+    }
+
+    /// How long a topic's partition count is trusted before it is read
+    /// again (default 5 min, Kafka's `metadata.max.age.ms`).
+    #[must_use]
+    pub fn metadata_max_age(mut self, age: Duration) -> Self {
+        self.metadata_max_age = age;
+        self
+    }
+
+    /// The bootstrap brokers.
+    pub fn brokers(&self) -> &[String] {
+        &self.brokers
+    }
+}
+
+impl fmt::Debug for PublisherConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublisherConfig")
+            .field("brokers", &self.brokers)
+            .field("client_id", &self.client_id)
+            .field("retry", &self.retry)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("linger", &self.linger)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("compression", &self.compression)
+            .field("encode", &self.encode)
+            .field("sasl", &self.sasl)
+            .field("auto_create_topics", &self.auto_create_topics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How failed produce requests are retried.
+///
+/// rskafka retries for a span of time, not a number of attempts; the policy
+/// turns `retries` into that span: the sum of the back-offs of that many
+/// retries (100 ms, 200 ms, 400 ms, ... capped at `max_backoff`), capped by
+/// `max_total`. With the defaults that is 8 retries within 25.5 s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    pub(crate) retries: u32,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) max_total: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 8,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            max_total: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Number of retries after the first attempt (default 8).
+    #[must_use]
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// First back-off (default 100 ms); each next one doubles.
+    #[must_use]
+    pub fn initial_backoff(mut self, backoff: Duration) -> Self {
+        self.initial_backoff = backoff;
+        self
+    }
+
+    /// Longest single back-off (default 30 s).
+    #[must_use]
+    pub fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.max_backoff = backoff;
+        self
+    }
+
+    /// Upper bound of all retrying of one request (default 60 s).
+    #[must_use]
+    pub fn max_total(mut self, total: Duration) -> Self {
+        self.max_total = total;
+        self
+    }
+
+    /// The span within which a request is retried.
+    pub fn retry_budget(&self) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut backoff = self.initial_backoff;
+        for _ in 0..self.retries {
+            total = total.saturating_add(backoff.min(self.max_backoff));
+            backoff = backoff.saturating_mul(2);
+            if total >= self.max_total {
+                break;
+            }
+        }
+        total.min(self.max_total)
+    }
+}
+
+/// Compression of record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// None (the default).
+    #[default]
+    None,
+    /// gzip (feature `compression-gzip`).
+    #[cfg(feature = "compression-gzip")]
+    Gzip,
+    /// LZ4 (feature `compression-lz4`).
+    #[cfg(feature = "compression-lz4")]
+    Lz4,
+    /// Snappy (feature `compression-snappy`).
+    #[cfg(feature = "compression-snappy")]
+    Snappy,
+    /// Zstandard (feature `compression-zstd`).
+    #[cfg(feature = "compression-zstd")]
+    Zstd,
+}
+
+/// SASL mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaslMechanism {
+    /// PLAIN (only over TLS in production).
+    Plain,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+    /// SCRAM-SHA-512.
+    ScramSha512,
+}
+
+impl std::str::FromStr for SaslMechanism {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "plain" => Ok(Self::Plain),
+            "scram-sha-256" => Ok(Self::ScramSha256),
+            "scram-sha-512" => Ok(Self::ScramSha512),
+            other => Err(Error::Config {
+                reason: format!("unknown SASL mechanism {other:?} (plain, scram-sha-256, scram-sha-512)"),
+            }),
+        }
+    }
+}
+
+/// SASL user and password. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct SaslCredentials {
+    pub(crate) mechanism: SaslMechanism,
+    pub(crate) username: String,
+    pub(crate) password: String,
+}
+
+impl SaslCredentials {
+    /// Credentials for `mechanism`.
+    pub fn new(mechanism: SaslMechanism, username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            mechanism,
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Partitions and replication of a topic the publisher creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// Number of partitions.
+    pub partitions: u16,
+    /// Replication factor.
+    pub replication: u16,
+}
+
+impl Default for TopicSettings {
+    /// 6 partitions, replication 1.
+    fn default() -> Self {
+        Self {
+            partitions: 6,
+            replication: 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_retry_budget_is_eight_doubling_backoffs_from_100ms() {
+        assert_eq!(
+            RetryPolicy::default().retry_budget(),
+            Duration::from_millis(25_500)
+        );
+        assert_eq!(RetryPolicy::default().retries(0).retry_budget(), Duration::ZERO);
+        let capped = RetryPolicy::default().max_total(Duration::from_secs(1));
+        assert_eq!(capped.retry_budget(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let config = PublisherConfig::new(["b:9092"]).sasl(SaslCredentials::new(
+            SaslMechanism::ScramSha512,
+            "svc",
+            "hunter2",
+        ));
+        let shown = format!("{config:?}");
+        assert!(shown.contains("svc") && !shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -1,0 +1,112 @@
+//! The crate's one error type.
+
+/// The underlying client's error, kept opaque so a Kafka client upgrade is
+/// not a breaking change.
+pub type ClientError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether an event that failed to publish may nevertheless be on the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The event was certainly not written: publishing it again cannot
+    /// duplicate it.
+    NotWritten,
+    /// The broker may have written the event (a request was sent and no
+    /// answer came back): publishing it again may duplicate it, which the
+    /// consumer's de-duplication by event id absorbs.
+    MaybeWritten,
+}
+
+/// Everything that can go wrong connecting to Kafka or publishing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration (or the environment it was read from) is unusable.
+    #[error("invalid publisher configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// No broker could be reached within the connect timeout.
+    #[error("cannot connect to the Kafka brokers {brokers:?}")]
+    Connect {
+        /// The bootstrap brokers tried.
+        brokers: Vec<String>,
+        /// Why; a timeout when the bound elapsed first.
+        #[source]
+        source: ClientError,
+    },
+
+    /// The event cannot be encoded (its type makes no topic name, or its
+    /// payload does not serialise). Not written.
+    #[error("event cannot be encoded")]
+    Encode(#[source] mes_events_types::Error),
+
+    /// The topic does not exist and automatic creation is off.
+    #[error("topic {topic:?} does not exist (create it with ensure_topics, or turn on auto_create_topics)")]
+    TopicNotFound {
+        /// The missing topic.
+        topic: String,
+    },
+
+    /// The record is larger than the publisher or the broker accepts. Not
+    /// written.
+    #[error("record of {size} bytes for topic {topic:?} exceeds the limit of {limit} bytes")]
+    RecordTooLarge {
+        /// The topic.
+        topic: String,
+        /// The record's size (key, value and headers).
+        size: usize,
+        /// The publisher's `max_record_bytes`, or 0 when the broker refused it.
+        limit: usize,
+    },
+
+    /// The broker did not acknowledge the event.
+    #[error("publishing to {topic}/{partition} failed ({delivery:?})")]
+    Produce {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Whether the event may be on the topic anyway.
+        delivery: Delivery,
+        /// The client's error.
+        #[source]
+        source: ClientError,
+    },
+
+    /// An earlier batch of the same partition failed, so this event was not
+    /// sent: sending it would have put it before events its producer may
+    /// retry. Not written; retrying it in order is safe.
+    #[error("not sent: an earlier batch to {topic}/{partition} failed")]
+    EarlierBatchFailed {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+
+    /// Creating a topic, reading metadata or a health check failed.
+    #[error("Kafka admin request failed: {what}")]
+    Admin {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: ClientError,
+    },
+
+    /// The publisher was disconnected.
+    #[error("the publisher is disconnected")]
+    Disconnected,
+}
+
+impl Error {
+    /// For a failed publish: whether the event may be on the topic anyway.
+    pub fn delivery(&self) -> Delivery {
+        match self {
+            Self::Produce { delivery, .. } => *delivery,
+            _ => Delivery::NotWritten,
+        }
+    }
+}

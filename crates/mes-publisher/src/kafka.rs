@@ -1,0 +1,461 @@
+//! The Kafka backend: one ordered queue and one batching task per partition.
+//!
+//! Order per entity: an entity's events always map to one partition; each
+//! partition has one task that sends one batch at a time and retries it
+//! (inside rskafka, within the retry budget) before the next. When a batch
+//! fails for good, the events queued behind it are failed unsent
+//! ([`Error::EarlierBatchFailed`]) rather than sent ahead of events their
+//! producer may publish again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mes_events_types::KafkaRecord;
+use rskafka::BackoffConfig;
+use rskafka::chrono::{DateTime, Utc};
+use rskafka::client::error::Error as KafkaError;
+use rskafka::client::partition::{Compression as KafkaCompression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::record::Record;
+use tokio::sync::{Mutex, OnceCell, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, warn};
+
+use crate::config::{Compression, PublisherConfig, SaslMechanism, TopicSettings};
+use crate::error::{ClientError, Delivery, Error};
+use crate::{Published, TopicSpec};
+
+/// An encoded event on its way to one partition.
+pub(crate) struct Pending {
+    record: Record,
+    size: usize,
+    reply: oneshot::Sender<Result<i64, Error>>,
+}
+
+struct PartitionSlot {
+    partition: i32,
+    queue: OnceCell<mpsc::Sender<Pending>>,
+}
+
+struct TopicHandle {
+    partitions: Vec<Arc<PartitionSlot>>,
+    fetched_at: Instant,
+}
+
+pub(crate) struct KafkaBackend {
+    client: Client,
+    config: PublisherConfig,
+    /// `None` once disconnected.
+    topics: Mutex<Option<HashMap<String, Arc<TopicHandle>>>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn opaque(error: impl std::error::Error + Send + Sync + 'static) -> ClientError {
+    Box::new(error)
+}
+
+impl KafkaBackend {
+    pub(crate) async fn connect(config: PublisherConfig) -> Result<Self, Error> {
+        let budget = config.retry.retry_budget();
+        let backoff = BackoffConfig {
+            init_backoff: config.retry.initial_backoff,
+            max_backoff: config.retry.max_backoff,
+            base: 2.0,
+            // rskafka retries forever without a deadline.
+            deadline: Some(budget.max(Duration::from_millis(1))),
+        };
+        let mut builder = ClientBuilder::new(config.brokers.clone())
+            .client_id(config.client_id.as_str())
+            .backoff_config(backoff);
+        if let Some(sasl) = &config.sasl {
+            let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
+            builder = builder.sasl_config(match sasl.mechanism {
+                SaslMechanism::Plain => SaslConfig::Plain(credentials),
+                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+            });
+        }
+        let connect_error = |source: ClientError| Error::Connect {
+            brokers: config.brokers.clone(),
+            source,
+        };
+        let client = match tokio::time::timeout(config.connect_timeout, builder.build()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(connect_error(opaque(e))),
+            Err(elapsed) => return Err(connect_error(opaque(elapsed))),
+        };
+        Ok(Self {
+            client,
+            config,
+            topics: Mutex::new(Some(HashMap::new())),
+            tasks: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Partition counts of every topic, read from the broker now.
+    async fn partition_counts(&self) -> Result<HashMap<String, usize>, Error> {
+        let topics = self.admin("list topics", self.client.list_topics()).await?;
+        Ok(topics.into_iter().map(|t| (t.name, t.partitions.len())).collect())
+    }
+
+    async fn admin<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = Result<T, KafkaError>>,
+    ) -> Result<T, Error> {
+        let bound = self.config.request_timeout + self.config.retry.retry_budget();
+        let admin_error = |source| Error::Admin {
+            what: what.to_owned(),
+            source,
+        };
+        match tokio::time::timeout(bound, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(admin_error(opaque(e))),
+            Err(elapsed) => Err(admin_error(opaque(elapsed))),
+        }
+    }
+
+    pub(crate) async fn health_check(&self) -> Result<(), Error> {
+        self.partition_counts().await.map(drop)
+    }
+
+    pub(crate) async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<Vec<String>, Error> {
+        let existing = self.partition_counts().await?;
+        let mut created = Vec::new();
+        for spec in topics {
+            if existing.contains_key(&spec.name) {
+                continue;
+            }
+            self.create_topic(&spec.name, spec.settings).await?;
+            created.push(spec.name.clone());
+        }
+        Ok(created)
+    }
+
+    async fn create_topic(&self, name: &str, settings: TopicSettings) -> Result<(), Error> {
+        let controller = self.client.controller_client().map_err(|e| Error::Admin {
+            what: format!("create topic {name}"),
+            source: opaque(e),
+        })?;
+        let timeout_ms = i32::try_from(self.config.request_timeout.as_millis()).unwrap_or(i32::MAX);
+        let request = controller.create_topic(
+            name,
+            i32::from(settings.partitions),
+            i16::try_from(settings.replication).unwrap_or(i16::MAX),
+            timeout_ms,
+        );
+        match self.admin(&format!("create topic {name}"), request).await {
+            Ok(()) => Ok(()),
+            // Another publisher created it meanwhile: that is what we wanted.
+            Err(Error::Admin { source, .. }) if source.to_string().contains("TopicAlreadyExists") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn topic(&self, name: &str) -> Result<Arc<TopicHandle>, Error> {
+        let mut guard = self.topics.lock().await;
+        let topics = guard.as_mut().ok_or(Error::Disconnected)?;
+        if let Some(handle) = topics.get(name)
+            && handle.fetched_at.elapsed() < self.config.metadata_max_age
+        {
+            return Ok(Arc::clone(handle));
+        }
+        // Refreshing under the lock: one metadata request per stale topic,
+        // not one per waiting publish.
+        let mut count = self.partition_counts().await?.get(name).copied();
+        if count.is_none()
+            && let Some(settings) = self.config.auto_create_topics
+        {
+            self.create_topic(name, settings).await?;
+            count = self.partition_counts().await?.get(name).copied();
+        }
+        let count = match count {
+            Some(count) if count > 0 => count,
+            _ => {
+                return Err(Error::TopicNotFound {
+                    topic: name.to_owned(),
+                });
+            }
+        };
+        let previous = topics.get(name);
+        // Partitions only grow; keep the queues of the known ones so events
+        // in flight stay in order.
+        let partitions = (0..count)
+            .map(|p| {
+                previous
+                    .and_then(|h| h.partitions.get(p).cloned())
+                    .unwrap_or_else(|| {
+                        Arc::new(PartitionSlot {
+                            partition: i32::try_from(p).unwrap_or(i32::MAX),
+                            queue: OnceCell::new(),
+                        })
+                    })
+            })
+            .collect();
+        if previous.is_some_and(|h| h.partitions.len() != count) {
+            debug!(topic = name, partitions = count, "partition count changed");
+        }
+        let handle = Arc::new(TopicHandle {
+            partitions,
+            fetched_at: Instant::now(),
+        });
+        topics.insert(name.to_owned(), Arc::clone(&handle));
+        Ok(handle)
+    }
+
+    async fn queue(&self, topic: &str, slot: &PartitionSlot) -> Result<mpsc::Sender<Pending>, Error> {
+        let queue = slot
+            .queue
+            .get_or_try_init(|| async {
+                let request =
+                    self.client
+                        .partition_client(topic, slot.partition, UnknownTopicHandling::Error);
+                let client = self
+                    .admin(&format!("find the leader of {topic}/{}", slot.partition), request)
+                    .await?;
+                let (sender, receiver) = mpsc::channel(self.config.queue_capacity);
+                let worker = PartitionWorker {
+                    client,
+                    topic: topic.to_owned(),
+                    partition: slot.partition,
+                    linger: self.config.linger,
+                    max_batch_bytes: self.config.max_batch_bytes,
+                    compression: kafka_compression(self.config.compression),
+                    bound: self.config.request_timeout + self.config.retry.retry_budget(),
+                };
+                let span = tracing::info_span!("partition_producer", topic, partition = slot.partition);
+                let task = tokio::spawn(worker.run(receiver).instrument(span));
+                if let Ok(mut tasks) = self.tasks.lock() {
+                    tasks.push(task);
+                }
+                Ok::<_, Error>(sender)
+            })
+            .await?;
+        Ok(queue.clone())
+    }
+
+    /// Queues encoded records in order; each receiver yields its record's
+    /// fate. Queuing happens in call order, so a caller's events of one
+    /// entity keep their order.
+    pub(crate) async fn enqueue(
+        &self,
+        topic: &str,
+        records: Vec<(KafkaRecord, i64)>,
+    ) -> Vec<Result<(i32, oneshot::Receiver<Result<i64, Error>>), Error>> {
+        let handle = match self.topic(topic).await {
+            Ok(handle) => handle,
+            Err(e) => return records.iter().map(|_| Err(clone_routing_error(&e))).collect(),
+        };
+        let count = std::num::NonZeroU32::new(u32::try_from(handle.partitions.len()).unwrap_or(u32::MAX))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let mut outcomes = Vec::with_capacity(records.len());
+        for (record, timestamp_ms) in records {
+            outcomes.push(
+                self.enqueue_one(topic, &handle, count, record, timestamp_ms)
+                    .await,
+            );
+        }
+        outcomes
+    }
+
+    async fn enqueue_one(
+        &self,
+        topic: &str,
+        handle: &TopicHandle,
+        count: std::num::NonZeroU32,
+        record: KafkaRecord,
+        timestamp_ms: i64,
+    ) -> Result<(i32, oneshot::Receiver<Result<i64, Error>>), Error> {
+        let key = record.key.as_deref().unwrap_or_default();
+        let index = mes_events_types::partition_for_key(key, count) as usize;
+        let slot = handle.partitions.get(index).ok_or(Error::TopicNotFound {
+            topic: topic.to_owned(),
+        })?;
+        let record = rskafka_record(record, timestamp_ms);
+        let size = record.approximate_size();
+        if size > self.config.max_record_bytes {
+            return Err(Error::RecordTooLarge {
+                topic: topic.to_owned(),
+                size,
+                limit: self.config.max_record_bytes,
+            });
+        }
+        let queue = self.queue(topic, slot).await?;
+        let (reply, receiver) = oneshot::channel();
+        queue
+            .send(Pending { record, size, reply })
+            .await
+            .map_err(|_| Error::Disconnected)?;
+        Ok((slot.partition, receiver))
+    }
+
+    /// Stops accepting events, sends what is queued, and waits for it.
+    pub(crate) async fn disconnect(&self) {
+        // Dropping the queues' senders lets each worker drain and stop.
+        self.topics.lock().await.take();
+        let tasks = match self.tasks.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(_) => Vec::new(),
+        };
+        for task in tasks {
+            if let Err(e) = task.await {
+                warn!(error = %e, "a partition producer ended abnormally");
+            }
+        }
+    }
+}
+
+fn clone_routing_error(error: &Error) -> Error {
+    match error {
+        Error::TopicNotFound { topic } => Error::TopicNotFound { topic: topic.clone() },
+        Error::Disconnected => Error::Disconnected,
+        other => Error::Admin {
+            what: "route the event to its topic".to_owned(),
+            source: other.to_string().into(),
+        },
+    }
+}
+
+fn rskafka_record(record: KafkaRecord, timestamp_ms: i64) -> Record {
+    // Kafka headers may repeat a name; the codec never writes a name twice,
+    // so the map loses nothing.
+    let headers: BTreeMap<String, Vec<u8>> = record.headers.into_iter().collect();
+    Record {
+        key: record.key,
+        value: record.value,
+        headers,
+        timestamp: DateTime::<Utc>::from_timestamp_millis(timestamp_ms).unwrap_or_default(),
+    }
+}
+
+fn kafka_compression(compression: Compression) -> KafkaCompression {
+    match compression {
+        Compression::None => KafkaCompression::NoCompression,
+        #[cfg(feature = "compression-gzip")]
+        Compression::Gzip => KafkaCompression::Gzip,
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => KafkaCompression::Lz4,
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => KafkaCompression::Snappy,
+        #[cfg(feature = "compression-zstd")]
+        Compression::Zstd => KafkaCompression::Zstd,
+    }
+}
+
+struct PartitionWorker {
+    client: PartitionClient,
+    topic: String,
+    partition: i32,
+    linger: Duration,
+    max_batch_bytes: usize,
+    compression: KafkaCompression,
+    bound: Duration,
+}
+
+impl PartitionWorker {
+    async fn run(self, mut queue: mpsc::Receiver<Pending>) {
+        // An event that did not fit in the previous batch starts the next.
+        let mut carry: Option<Pending> = None;
+        loop {
+            let first = match carry.take() {
+                Some(first) => first,
+                None => match queue.recv().await {
+                    Some(first) => first,
+                    None => break,
+                },
+            };
+            let (batch, rest) = self.gather(first, &mut queue).await;
+            carry = rest;
+            let (records, replies): (Vec<Record>, Vec<_>) =
+                batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+            let count = records.len();
+            let outcome =
+                tokio::time::timeout(self.bound, self.client.produce(records, self.compression)).await;
+            match outcome {
+                Ok(Ok(offsets)) if offsets.len() == count => {
+                    for (reply, offset) in replies.into_iter().zip(offsets) {
+                        // The publisher may have stopped waiting; the event is written anyway.
+                        let _ = reply.send(Ok(offset));
+                    }
+                }
+                failure => {
+                    let (delivery, source): (Delivery, ClientError) = match failure {
+                        Ok(Ok(offsets)) => (
+                            Delivery::MaybeWritten,
+                            format!("broker acknowledged {} of {count} records", offsets.len()).into(),
+                        ),
+                        Ok(Err(e)) => (delivery_of(&e), opaque(e)),
+                        Err(elapsed) => (Delivery::MaybeWritten, opaque(elapsed)),
+                    };
+                    warn!(error = %source, records = count, ?delivery, "batch failed");
+                    let message = source.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::Produce {
+                            topic: self.topic.clone(),
+                            partition: self.partition,
+                            delivery,
+                            source: message.clone().into(),
+                        }));
+                    }
+                    // Nothing queued behind the failed batch may overtake it.
+                    let behind = carry.take().into_iter();
+                    for pending in behind.chain(std::iter::from_fn(|| queue.try_recv().ok())) {
+                        let _ = pending.reply.send(Err(Error::EarlierBatchFailed {
+                            topic: self.topic.clone(),
+                            partition: self.partition,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batch that starts with `first`: whatever else is queued or
+    /// arrives within the linger, up to the batch size; and the event that
+    /// would have overflowed it, if any.
+    async fn gather(
+        &self,
+        first: Pending,
+        queue: &mut mpsc::Receiver<Pending>,
+    ) -> (Vec<Pending>, Option<Pending>) {
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.linger;
+        loop {
+            let next = match queue.try_recv() {
+                Ok(next) => next,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, queue.recv()).await {
+                        Ok(Some(next)) => next,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            };
+            if bytes + next.size > self.max_batch_bytes {
+                return (batch, Some(next));
+            }
+            bytes += next.size;
+            batch.push(next);
+        }
+        (batch, None)
+    }
+}
+
+/// A broker's error answer means it did not write the batch; anything else
+/// (a broken connection, retries given up, a timeout) may hide a write.
+fn delivery_of(error: &KafkaError) -> Delivery {
+    match error {
+        KafkaError::ServerError { .. } => Delivery::NotWritten,
+        _ => Delivery::MaybeWritten,
+    }
+}
+
+pub(crate) fn published(topic: &str, partition: i32, offset: i64) -> Published {
+    Published {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+    }
+}

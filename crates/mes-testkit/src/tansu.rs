@@ -1,0 +1,142 @@
+//! The tansu broker as a child process: started on a spare port, waited
+//! for until it answers a Kafka request, killed when dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running tansu broker. Dropping it kills the process.
+#[derive(Debug)]
+pub struct TansuBroker {
+    child: Child,
+    binary: PathBuf,
+    storage: String,
+    port: u16,
+    log: PathBuf,
+}
+
+/// How long a starting broker may take to answer before start fails.
+const START_BOUND: Duration = Duration::from_secs(60);
+
+impl TansuBroker {
+    /// Starts a broker with `storage` (`memory://tansu/` or `sqlite://FILE`)
+    /// on a spare port, writing its log to `log_dir`.
+    pub fn start(binary: &Path, storage: &str, log_dir: &Path) -> io::Result<Self> {
+        Self::start_on(binary, storage, spare_port()?, log_dir)
+    }
+
+    /// Starts a broker on a given port (to restart one where it was).
+    pub fn start_on(binary: &Path, storage: &str, port: u16, log_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(log_dir)?;
+        let log = log_dir.join(format!("tansu-{port}.log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", storage])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        let mut broker = Self {
+            child,
+            binary: binary.to_owned(),
+            storage: storage.to_owned(),
+            port,
+            log,
+        };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:port`, as a bootstrap broker list.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Kills it with SIGKILL (no chance to flush anything) and waits.
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
+
+    /// Starts it again on the same port with the same storage.
+    pub fn restart(&mut self) -> io::Result<()> {
+        let log_dir = self.log.parent().map(Path::to_path_buf).unwrap_or_default();
+        let fresh = Self::start_on(&self.binary, &self.storage, self.port, &log_dir)?;
+        let old = std::mem::replace(self, fresh);
+        drop(old);
+        Ok(())
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "tansu exited at start ({status}); see {}",
+                    self.log.display()
+                )));
+            }
+            if answers_api_versions(self.port) {
+                return Ok(());
+            }
+            if started.elapsed() > START_BOUND {
+                return Err(io::Error::other(format!(
+                    "tansu did not answer on port {} within {START_BOUND:?}; see {}",
+                    self.port,
+                    self.log.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn spare_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Whether a Kafka broker on `port` answers an ApiVersions (v0) request.
+fn answers_api_versions(port: u16) -> bool {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let client_id = b"mes-testkit";
+    let mut request = Vec::new();
+    request.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    request.extend_from_slice(&0i16.to_be_bytes()); // version 0
+    request.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    request.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    request.extend_from_slice(client_id);
+    let mut frame = (request.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&request);
+    if stream.write_all(&frame).is_err() {
+        return false;
+    }
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).is_ok() && header[4..8] == 7i32.to_be_bytes()
+}

@@ -1,0 +1,81 @@
+//! The services and tools the suites need, provided for one `cargo xtask`
+//! run: taken from the environment when given, else started here and
+//! stopped when the run ends.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use mes_testkit::tansu::TansuBroker;
+
+use crate::{Result, tools};
+
+/// What a test run talks to. Dropping it stops what it started.
+pub(crate) struct Services {
+    kafka_brokers: String,
+    tansu_binary: PathBuf,
+    python: PathBuf,
+    _broker: Option<TansuBroker>,
+    _scratch: Scratch,
+}
+
+impl Services {
+    pub(crate) fn provide() -> Result<Self> {
+        let scratch = Scratch::new()?;
+        let python = match std::env::var_os("MES_TEST_PYTHON") {
+            Some(python) => PathBuf::from(python),
+            None => tools::python_env()?,
+        };
+        let tansu_binary = match std::env::var_os("MES_TEST_TANSU_BIN") {
+            Some(binary) => PathBuf::from(binary),
+            None => tools::TANSU.ensure()?,
+        };
+        let (kafka_brokers, broker) = match std::env::var("MES_TEST_KAFKA_BROKERS") {
+            Ok(brokers) if !brokers.is_empty() => (brokers, None),
+            _ => {
+                let broker = TansuBroker::start(&tansu_binary, "memory://tansu/", &scratch.0)
+                    .map_err(|e| format!("cannot start tansu: {e}"))?;
+                eprintln!("xtask: tansu (memory://) listening on {}", broker.address());
+                (broker.address(), Some(broker))
+            }
+        };
+        Ok(Self {
+            kafka_brokers,
+            tansu_binary,
+            python,
+            _broker: broker,
+            _scratch: scratch,
+        })
+    }
+
+    /// Sets the `MES_TEST_*` variables the suites read.
+    pub(crate) fn export_to(&self, command: &mut Command) {
+        for (name, value) in [
+            ("MES_TEST_KAFKA_BROKERS", self.kafka_brokers.as_str().as_ref()),
+            ("MES_TEST_TANSU_BIN", self.tansu_binary.as_os_str()),
+            ("MES_TEST_PYTHON", self.python.as_os_str()),
+        ] {
+            eprintln!("xtask: {name}={}", value.to_string_lossy());
+            command.env(name, value);
+        }
+    }
+}
+
+/// A scratch folder for logs and data of the services of one run, removed
+/// at the end unless `MES_KEEP_SCRATCH` is set.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("mes-xtask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("MES_KEEP_SCRATCH").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
