@@ -22,21 +22,24 @@ const START_BOUND: Duration = Duration::from_secs(60);
 
 impl TansuBroker {
     /// Starts a broker with `storage` (`memory://tansu/` or `sqlite://FILE`)
-    /// on a spare port, writing its log to `log_dir`.
-    pub fn start(binary: &Path, storage: &str, log_dir: &Path) -> io::Result<Self> {
-        Self::start_on(binary, storage, spare_port()?, log_dir)
+    /// on a spare port, in `dir` (its working directory: tansu reads the
+    /// path of `sqlite://FILE` as relative, even after `sqlite:///`), writing
+    /// its log there.
+    pub fn start(binary: &Path, storage: &str, dir: &Path) -> io::Result<Self> {
+        Self::start_on(binary, storage, spare_port()?, dir)
     }
 
     /// Starts a broker on a given port (to restart one where it was).
-    pub fn start_on(binary: &Path, storage: &str, port: u16, log_dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(log_dir)?;
-        let log = log_dir.join(format!("tansu-{port}.log"));
+    pub fn start_on(binary: &Path, storage: &str, port: u16, dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let log = dir.join(format!("tansu-{port}.log"));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(binary)
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", storage])
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -1,0 +1,176 @@
+//! The broker dies (SIGKILL) in the middle of a stream of publishes, twice:
+//! once it comes straight back (publishes are retried into the log), once it
+//! stays down until the producers have seen errors. Afterwards every
+//! acknowledged event is on the topic, every other attempt got an error that
+//! says whether it may have been written, and each entity's events are in
+//! order.
+//!
+//! Uses a tansu of its own with `sqlite://` storage, which keeps every
+//! acknowledged record across a kill (`MES_TEST_TANSU_BIN`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use mes_events_types::decode;
+use mes_publisher::{Delivery, Error, EventPublisher, PublisherConfig, RetryPolicy};
+use mes_testkit::tansu::TansuBroker;
+use serde_json::json;
+use tokio::sync::Notify;
+
+const ENTITIES: usize = 20;
+const EVENTS_PER_ENTITY: usize = 50;
+const FIRST_KILL_AFTER_ACKS: usize = 300;
+const SECOND_KILL_AFTER_ACKS: usize = 600;
+const ERRORS_BEFORE_RESTART: usize = 5;
+
+#[derive(Default, Debug)]
+struct Tally {
+    acknowledged: AtomicUsize,
+    maybe_written: AtomicUsize,
+    not_written: AtomicUsize,
+    earlier_batch_failed: AtomicUsize,
+}
+
+impl Tally {
+    fn errors(&self) -> usize {
+        self.maybe_written.load(Ordering::SeqCst)
+            + self.not_written.load(Ordering::SeqCst)
+            + self.earlier_batch_failed.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
+    let binary = mes_testkit::tansu_binary();
+    let dir = std::env::temp_dir().join(format!("mes-broker-kill-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let storage = "sqlite://tansu.db";
+    let mut broker = TansuBroker::start(&binary, storage, &dir).unwrap();
+    let brokers = broker.address();
+
+    let config = PublisherConfig::new([brokers.as_str()])
+        .retry(RetryPolicy::default().retries(5))
+        .request_timeout(Duration::from_secs(5));
+    let publisher = EventPublisher::connect(config).await.unwrap();
+    let event_type = unique_event_type("kill");
+    let topic = event_type.topic().unwrap();
+    create_topic(&publisher, &topic, 4).await;
+
+    let tally = Arc::new(Tally::default());
+    let kill_now = Arc::new(Notify::new());
+    let errors_seen = Arc::new(Notify::new());
+    // Event id -> (entity, sequence) of everything the broker acknowledged.
+    let mut producers = Vec::new();
+    for e in 0..ENTITIES {
+        let (publisher, tally, kill_now, errors_seen, event_type) = (
+            publisher.clone(),
+            Arc::clone(&tally),
+            Arc::clone(&kill_now),
+            Arc::clone(&errors_seen),
+            event_type.clone(),
+        );
+        producers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for seq in 0..EVENTS_PER_ENTITY {
+                let event = raw_event(&event_type, &format!("E-{e}"), json!({"seq": seq}));
+                // An at-least-once producer: publish again until acknowledged.
+                loop {
+                    match publisher.publish(&event).await {
+                        Ok(landed) => {
+                            acknowledged.push((event.id().clone(), landed));
+                            let acks = tally.acknowledged.fetch_add(1, Ordering::SeqCst) + 1;
+                            if acks == FIRST_KILL_AFTER_ACKS || acks == SECOND_KILL_AFTER_ACKS {
+                                kill_now.notify_one();
+                            }
+                            break;
+                        }
+                        Err(error) => {
+                            let counter = match (&error, error.delivery()) {
+                                (Error::EarlierBatchFailed { .. }, _) => &tally.earlier_batch_failed,
+                                (_, Delivery::MaybeWritten) => &tally.maybe_written,
+                                (_, Delivery::NotWritten) => &tally.not_written,
+                            };
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            if tally.errors() == ERRORS_BEFORE_RESTART {
+                                errors_seen.notify_one();
+                            }
+                        }
+                    }
+                }
+            }
+            acknowledged
+        }));
+    }
+
+    // First kill: straight back up.
+    kill_now.notified().await;
+    let mut broker = tokio::task::spawn_blocking(move || {
+        broker.kill().unwrap();
+        broker.restart().unwrap();
+        broker
+    })
+    .await
+    .unwrap();
+    // Second kill: down until the producers have seen errors.
+    kill_now.notified().await;
+    broker.kill().unwrap();
+    errors_seen.notified().await;
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.restart().unwrap();
+        broker
+    })
+    .await
+    .unwrap();
+
+    let mut acknowledged = HashMap::new();
+    for producer in producers {
+        for (id, landed) in producer.await.unwrap() {
+            acknowledged.insert(id, landed);
+        }
+    }
+    publisher.disconnect().await;
+
+    let read = read_topic(&brokers, &topic).await;
+    let mut on_topic = HashSet::new();
+    let mut duplicates = 0;
+    let mut first_seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut sorted = read.clone();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    for r in &sorted {
+        let event = decode(&r.record).unwrap();
+        if !on_topic.insert(event.id().clone()) {
+            duplicates += 1;
+            continue;
+        }
+        first_seen
+            .entry(event.entity_id().unwrap().to_owned())
+            .or_default()
+            .push(event.data()["seq"].as_u64().unwrap());
+    }
+    println!(
+        "broker kill: acknowledged={} maybe_written_errors={} not_written_errors={} earlier_batch_failed={} \
+         records_on_topic={} duplicates_on_topic={duplicates}",
+        acknowledged.len(),
+        tally.maybe_written.load(Ordering::SeqCst),
+        tally.not_written.load(Ordering::SeqCst),
+        tally.earlier_batch_failed.load(Ordering::SeqCst),
+        read.len(),
+    );
+    assert_eq!(acknowledged.len(), ENTITIES * EVENTS_PER_ENTITY);
+    assert!(tally.errors() >= ERRORS_BEFORE_RESTART, "the outage was seen");
+    for id in acknowledged.keys() {
+        assert!(on_topic.contains(id), "acknowledged event {id} is missing after the restart");
+    }
+    for (entity, seqs) in first_seen {
+        let expected: Vec<u64> = (0..EVENTS_PER_ENTITY as u64).collect();
+        assert_eq!(seqs, expected, "order of {entity}");
+    }
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
