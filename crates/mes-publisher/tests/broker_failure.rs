@@ -7,7 +7,12 @@
 //!
 //! Uses a tansu of its own with `sqlite://` storage, which keeps every
 //! acknowledged record across a kill (`MES_TEST_TANSU_BIN`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -165,7 +170,10 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
     assert_eq!(acknowledged.len(), ENTITIES * EVENTS_PER_ENTITY);
     assert!(tally.errors() >= ERRORS_BEFORE_RESTART, "the outage was seen");
     for id in acknowledged.keys() {
-        assert!(on_topic.contains(id), "acknowledged event {id} is missing after the restart");
+        assert!(
+            on_topic.contains(id),
+            "acknowledged event {id} is missing after the restart"
+        );
     }
     for (entity, seqs) in first_seen {
         let expected: Vec<u64> = (0..EVENTS_PER_ENTITY as u64).collect();
