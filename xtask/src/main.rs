@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask help` for the list.
 
+mod bench;
 mod services;
 mod tools;
 
@@ -18,6 +19,8 @@ Tasks:
   test        Run every test of the workspace (unit, integration, doc, property,
               interop). Provides the services the suites need first and sets
               their MES_TEST_* variables; extra args go to `cargo test`.
+  bench       Benchmarks with baselines from the same run: the publisher against
+              raw rskafka, librdkafka (confluent-kafka) and kafkajs on one broker.
   ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
               without warnings, cargo deny (bans, licenses, sources), then `test`.
   help        This text.
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "ci" => ci(),
         "demo" => demo(rest),
+        "bench" => bench::bench(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
@@ -77,7 +81,7 @@ pub(crate) fn run(command: &mut Command) -> Result<()> {
     }
 }
 
-fn cargo_in_workspace() -> Command {
+pub(crate) fn cargo_in_workspace() -> Command {
     let mut command = Command::new(tools::cargo());
     command.current_dir(workspace_root());
     command

@@ -110,32 +110,55 @@ pub(crate) fn cargo() -> String {
 /// file's content. Returns its interpreter.
 pub(crate) fn python_env() -> Result<PathBuf> {
     let requirements = workspace_root().join("xtask/python-requirements.txt");
-    let text =
-        std::fs::read(&requirements).map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
-    let venv = cache_dir_created()?.join(format!("python-{:016x}", fnv1a(&text)));
-    let python = venv.join("bin/python");
-    let complete = venv.join(".complete");
-    if complete.is_file() && python.is_file() {
-        return Ok(python);
+    let venv = cached_env("python", &requirements, |dir| {
+        let base = std::env::var("MES_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        run(Command::new(&base).args(["-m", "venv"]).arg(dir))?;
+        run(Command::new(dir.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements))
+    })?;
+    Ok(venv.join("bin/python"))
+}
+
+/// The npm packages of `xtask/bench/package.json` (the kafkajs reference
+/// producer), cached by the file's content. Returns its `node_modules`.
+pub(crate) fn node_env() -> Result<PathBuf> {
+    let manifest = workspace_root().join("xtask/bench/package.json");
+    let dir = cached_env("node", &manifest, |dir| {
+        std::fs::copy(&manifest, dir.join("package.json"))
+            .map_err(|e| format!("cannot copy {}: {e}", manifest.display()))?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir))
+    })?;
+    Ok(dir.join("node_modules"))
+}
+
+/// A folder built by `build` from the file `key` describes, cached under
+/// the file's content hash; a half-built one (no completion marker) is
+/// built again.
+fn cached_env(kind: &str, key: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    let text = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    let dir = cache_dir_created()?.join(format!("{kind}-{:016x}", fnv1a(&text)));
+    let complete = dir.join(".complete");
+    if complete.is_file() {
+        return Ok(dir);
     }
-    eprintln!("xtask: creating the Python environment {}", venv.display());
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).map_err(|e| format!("cannot remove {}: {e}", venv.display()))?;
+    eprintln!("xtask: preparing {}", dir.display());
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
     }
-    let base = std::env::var("MES_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    run(Command::new(&base).args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements))?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    build(&dir)?;
     write_marker(&complete)?;
-    Ok(python)
+    Ok(dir)
 }
 
 fn write_marker(path: &Path) -> Result<()> {

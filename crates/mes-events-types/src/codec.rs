@@ -172,7 +172,7 @@ struct StructuredEvent<'a, T> {
     event_type: &'a str,
     source: &'a str,
     id: &'a str,
-    time: Timestamp,
+    time: &'a str,
     datacontenttype: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
@@ -211,19 +211,18 @@ pub fn encode<T: Serialize>(event: &DomainEvent<T>, options: &EncodeOptions) -> 
         event_type: event.event_type().clone(),
         source,
     };
-    let mut headers = Vec::with_capacity(16);
+    let time = event.time().to_string();
+    let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(16);
+    let mut header = |name: &str, value: &str| headers.push((name.to_owned(), value.as_bytes().to_vec()));
     let value = match options.mode {
         ContentMode::Structured => {
-            headers.push((
-                CONTENT_TYPE.to_owned(),
-                STRUCTURED_CONTENT_TYPE.as_bytes().to_vec(),
-            ));
+            header(CONTENT_TYPE, STRUCTURED_CONTENT_TYPE);
             let structured = StructuredEvent {
                 specversion: SPEC_VERSION,
                 event_type: event.event_type().as_str(),
                 source: event.source(),
                 id: event.id().as_str(),
-                time: event.time(),
+                time: &time,
                 datacontenttype: DATA_CONTENT_TYPE,
                 subject: event.subject(),
                 entityid: event.entity_id(),
@@ -233,52 +232,54 @@ pub fn encode<T: Serialize>(event: &DomainEvent<T>, options: &EncodeOptions) -> 
                 data: event.data(),
                 metadata: event.metadata(),
             };
-            serde_json::to_vec(&structured).map_err(serialize_error)?
+            // Sized for a typical event up front: growing from serde_json's
+            // default takes several copies per event.
+            let mut value = Vec::with_capacity(1024);
+            serde_json::to_writer(&mut value, &structured).map_err(serialize_error)?;
+            value
         }
         ContentMode::Binary => {
-            headers.push((CONTENT_TYPE.to_owned(), DATA_CONTENT_TYPE.as_bytes().to_vec()));
+            header(CONTENT_TYPE, DATA_CONTENT_TYPE);
             let metadata = event
                 .metadata()
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(serialize_error)?;
-            let time = event.time().to_string();
             let attributes = [
-                ("specversion", Some(SPEC_VERSION)),
-                ("id", Some(event.id().as_str())),
-                ("source", Some(event.source())),
-                ("type", Some(event.event_type().as_str())),
-                ("time", Some(time.as_str())),
-                ("subject", event.subject()),
-                ("entityid", event.entity_id()),
-                ("entitytype", event.entity_type()),
-                ("correlationid", event.correlation_id()),
-                ("causationid", event.causation_id()),
-                ("metadata", metadata.as_deref()),
+                ("ce_specversion", Some(SPEC_VERSION)),
+                ("ce_id", Some(event.id().as_str())),
+                ("ce_source", Some(event.source())),
+                ("ce_type", Some(event.event_type().as_str())),
+                ("ce_time", Some(time.as_str())),
+                ("ce_subject", event.subject()),
+                ("ce_entityid", event.entity_id()),
+                ("ce_entitytype", event.entity_type()),
+                ("ce_correlationid", event.correlation_id()),
+                ("ce_causationid", event.causation_id()),
+                ("ce_metadata", metadata.as_deref()),
             ];
             for (name, value) in attributes {
                 if let Some(value) = value {
-                    headers.push((format!("{BINARY_PREFIX}{name}"), value.as_bytes().to_vec()));
+                    header(name, value);
                 }
             }
             serde_json::to_vec(event.data()).map_err(serialize_error)?
         }
     };
     if options.legacy_headers {
-        let time = event.time().to_string();
         let legacy = [
-            ("specversion", Some(SPEC_VERSION)),
-            ("type", Some(event.event_type().as_str())),
-            ("source", Some(event.source())),
-            ("id", Some(event.id().as_str())),
-            ("time", Some(time.as_str())),
-            ("datacontenttype", Some(DATA_CONTENT_TYPE)),
-            ("correlationid", event.correlation_id()),
-            ("causationid", event.causation_id()),
+            ("ce-specversion", Some(SPEC_VERSION)),
+            ("ce-type", Some(event.event_type().as_str())),
+            ("ce-source", Some(event.source())),
+            ("ce-id", Some(event.id().as_str())),
+            ("ce-time", Some(time.as_str())),
+            ("ce-datacontenttype", Some(DATA_CONTENT_TYPE)),
+            ("ce-correlationid", event.correlation_id()),
+            ("ce-causationid", event.causation_id()),
         ];
         for (name, value) in legacy {
             if let Some(value) = value {
-                headers.push((format!("{LEGACY_PREFIX}{name}"), value.as_bytes().to_vec()));
+                header(name, value);
             }
         }
     }

@@ -8,7 +8,8 @@
 //! producer may publish again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::num::NonZeroU32;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use mes_events_types::KafkaRecord;
@@ -22,9 +23,9 @@ use tokio::sync::{Mutex, OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, warn};
 
+use crate::TopicSpec;
 use crate::config::{Compression, PublisherConfig, SaslMechanism, TopicSettings};
 use crate::error::{ClientError, Delivery, Error};
-use crate::{Published, TopicSpec};
 
 /// An encoded event on its way to one partition.
 pub(crate) struct Pending {
@@ -38,16 +39,21 @@ struct PartitionSlot {
     queue: OnceCell<mpsc::Sender<Pending>>,
 }
 
-struct TopicHandle {
+/// A topic's partitions as last read from the broker.
+pub(crate) struct TopicHandle {
     partitions: Vec<Arc<PartitionSlot>>,
+    count: NonZeroU32,
     fetched_at: Instant,
 }
 
 pub(crate) struct KafkaBackend {
     client: Client,
     config: PublisherConfig,
-    /// `None` once disconnected.
-    topics: Mutex<Option<HashMap<String, Arc<TopicHandle>>>>,
+    /// `None` once disconnected. Read on every publish, written rarely.
+    topics: RwLock<Option<HashMap<String, Arc<TopicHandle>>>>,
+    /// Serialises metadata refreshes: one request per stale topic, not one
+    /// per waiting publish.
+    refresh: Mutex<()>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -88,7 +94,8 @@ impl KafkaBackend {
         Ok(Self {
             client,
             config,
-            topics: Mutex::new(Some(HashMap::new())),
+            topics: RwLock::new(Some(HashMap::new())),
+            refresh: Mutex::new(()),
             tasks: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -153,16 +160,25 @@ impl KafkaBackend {
         }
     }
 
-    async fn topic(&self, name: &str) -> Result<Arc<TopicHandle>, Error> {
-        let mut guard = self.topics.lock().await;
-        let topics = guard.as_mut().ok_or(Error::Disconnected)?;
-        if let Some(handle) = topics.get(name)
-            && handle.fetched_at.elapsed() < self.config.metadata_max_age
-        {
-            return Ok(Arc::clone(handle));
+    /// The cached handle of a topic, unless it is missing or stale.
+    fn cached_topic(&self, name: &str) -> Result<Option<Arc<TopicHandle>>, Error> {
+        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        let topics = topics.as_ref().ok_or(Error::Disconnected)?;
+        Ok(topics
+            .get(name)
+            .filter(|h| h.fetched_at.elapsed() < self.config.metadata_max_age)
+            .cloned())
+    }
+
+    /// A topic's partitions, read from the broker when not known or stale.
+    pub(crate) async fn topic(&self, name: &str) -> Result<Arc<TopicHandle>, Error> {
+        if let Some(handle) = self.cached_topic(name)? {
+            return Ok(handle);
         }
-        // Refreshing under the lock: one metadata request per stale topic,
-        // not one per waiting publish.
+        let _refreshing = self.refresh.lock().await;
+        if let Some(handle) = self.cached_topic(name)? {
+            return Ok(handle);
+        }
         let mut count = self.partition_counts().await?.get(name).copied();
         if count.is_none()
             && let Some(settings) = self.config.auto_create_topics
@@ -170,21 +186,20 @@ impl KafkaBackend {
             self.create_topic(name, settings).await?;
             count = self.partition_counts().await?.get(name).copied();
         }
-        let count = match count {
-            Some(count) if count > 0 => count,
-            _ => {
-                return Err(Error::TopicNotFound {
-                    topic: name.to_owned(),
-                });
-            }
-        };
+        let count = count
+            .and_then(|c| NonZeroU32::new(u32::try_from(c).unwrap_or(u32::MAX)))
+            .ok_or_else(|| Error::TopicNotFound {
+                topic: name.to_owned(),
+            })?;
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let topics = topics.as_mut().ok_or(Error::Disconnected)?;
         let previous = topics.get(name);
         // Partitions only grow; keep the queues of the known ones so events
         // in flight stay in order.
-        let partitions = (0..count)
+        let partitions = (0..count.get())
             .map(|p| {
                 previous
-                    .and_then(|h| h.partitions.get(p).cloned())
+                    .and_then(|h| h.partitions.get(p as usize).cloned())
                     .unwrap_or_else(|| {
                         Arc::new(PartitionSlot {
                             partition: i32::try_from(p).unwrap_or(i32::MAX),
@@ -193,11 +208,12 @@ impl KafkaBackend {
                     })
             })
             .collect();
-        if previous.is_some_and(|h| h.partitions.len() != count) {
+        if previous.is_some_and(|h| h.count != count) {
             debug!(topic = name, partitions = count, "partition count changed");
         }
         let handle = Arc::new(TopicHandle {
             partitions,
+            count,
             fetched_at: Instant::now(),
         });
         topics.insert(name.to_owned(), Arc::clone(&handle));
@@ -235,41 +251,19 @@ impl KafkaBackend {
         Ok(queue.clone())
     }
 
-    /// Queues encoded records in order; each receiver yields its record's
-    /// fate. Queuing happens in call order, so a caller's events of one
-    /// entity keep their order.
+    /// Queues an encoded record on its partition and returns the partition
+    /// and where its fate will be told. Queuing happens in call order, so a
+    /// caller's events of one entity keep their order.
     pub(crate) async fn enqueue(
         &self,
         topic: &str,
-        records: Vec<(KafkaRecord, i64)>,
-    ) -> Vec<Result<(i32, oneshot::Receiver<Result<i64, Error>>), Error>> {
-        let handle = match self.topic(topic).await {
-            Ok(handle) => handle,
-            Err(e) => return records.iter().map(|_| Err(clone_routing_error(&e))).collect(),
-        };
-        let count = std::num::NonZeroU32::new(u32::try_from(handle.partitions.len()).unwrap_or(u32::MAX))
-            .unwrap_or(std::num::NonZeroU32::MIN);
-        let mut outcomes = Vec::with_capacity(records.len());
-        for (record, timestamp_ms) in records {
-            outcomes.push(
-                self.enqueue_one(topic, &handle, count, record, timestamp_ms)
-                    .await,
-            );
-        }
-        outcomes
-    }
-
-    async fn enqueue_one(
-        &self,
-        topic: &str,
         handle: &TopicHandle,
-        count: std::num::NonZeroU32,
         record: KafkaRecord,
         timestamp_ms: i64,
     ) -> Result<(i32, oneshot::Receiver<Result<i64, Error>>), Error> {
         let key = record.key.as_deref().unwrap_or_default();
-        let index = mes_events_types::partition_for_key(key, count) as usize;
-        let slot = handle.partitions.get(index).ok_or(Error::TopicNotFound {
+        let index = mes_events_types::partition_for_key(key, handle.count) as usize;
+        let slot = handle.partitions.get(index).ok_or_else(|| Error::TopicNotFound {
             topic: topic.to_owned(),
         })?;
         let record = rskafka_record(record, timestamp_ms);
@@ -281,19 +275,20 @@ impl KafkaBackend {
                 limit: self.config.max_record_bytes,
             });
         }
-        let queue = self.queue(topic, slot).await?;
         let (reply, receiver) = oneshot::channel();
-        queue
-            .send(Pending { record, size, reply })
-            .await
-            .map_err(|_| Error::Disconnected)?;
+        let pending = Pending { record, size, reply };
+        let sent = match slot.queue.get() {
+            Some(queue) => queue.send(pending).await,
+            None => self.queue(topic, slot).await?.send(pending).await,
+        };
+        sent.map_err(|_| Error::Disconnected)?;
         Ok((slot.partition, receiver))
     }
 
     /// Stops accepting events, sends what is queued, and waits for it.
     pub(crate) async fn disconnect(&self) {
         // Dropping the queues' senders lets each worker drain and stop.
-        self.topics.lock().await.take();
+        self.topics.write().unwrap_or_else(PoisonError::into_inner).take();
         let tasks = match self.tasks.lock() {
             Ok(mut tasks) => std::mem::take(&mut *tasks),
             Err(_) => Vec::new(),
@@ -303,17 +298,6 @@ impl KafkaBackend {
                 warn!(error = %e, "a partition producer ended abnormally");
             }
         }
-    }
-}
-
-fn clone_routing_error(error: &Error) -> Error {
-    match error {
-        Error::TopicNotFound { topic } => Error::TopicNotFound { topic: topic.clone() },
-        Error::Disconnected => Error::Disconnected,
-        other => Error::Admin {
-            what: "route the event to its topic".to_owned(),
-            source: other.to_string().into(),
-        },
     }
 }
 
@@ -411,9 +395,13 @@ impl PartitionWorker {
         }
     }
 
-    /// The batch that starts with `first`: whatever else is queued or
-    /// arrives within the linger, up to the batch size; and the event that
-    /// would have overflowed it, if any.
+    /// The batch that starts with `first`: what is queued, up to the batch
+    /// size, after waiting the linger once if nothing was; and the event that
+    /// would have overflowed the batch, if any.
+    ///
+    /// The linger is a plain sleep, not a wait on the queue: waiting on the
+    /// queue would wake this task (and a thread) for every event that
+    /// arrives, which costs more than the events themselves.
     async fn gather(
         &self,
         first: Pending,
@@ -421,25 +409,23 @@ impl PartitionWorker {
     ) -> (Vec<Pending>, Option<Pending>) {
         let mut bytes = first.size;
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + self.linger;
+        let mut lingered = self.linger.is_zero();
         loop {
-            let next = match queue.try_recv() {
-                Ok(next) => next,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(Some(next)) => next,
-                        Ok(None) | Err(_) => break,
+            match queue.try_recv() {
+                Ok(next) => {
+                    if bytes + next.size > self.max_batch_bytes {
+                        return (batch, Some(next));
                     }
+                    bytes += next.size;
+                    batch.push(next);
                 }
-            };
-            if bytes + next.size > self.max_batch_bytes {
-                return (batch, Some(next));
+                Err(mpsc::error::TryRecvError::Empty) if !lingered => {
+                    tokio::time::sleep(self.linger).await;
+                    lingered = true;
+                }
+                Err(_) => return (batch, None),
             }
-            bytes += next.size;
-            batch.push(next);
         }
-        (batch, None)
     }
 }
 
@@ -449,13 +435,5 @@ fn delivery_of(error: &KafkaError) -> Delivery {
     match error {
         KafkaError::ServerError { .. } => Delivery::NotWritten,
         _ => Delivery::MaybeWritten,
-    }
-}
-
-pub(crate) fn published(topic: &str, partition: i32, offset: i64) -> Published {
-    Published {
-        topic: topic.to_owned(),
-        partition,
-        offset,
     }
 }

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::config::{PublisherConfig, TopicSettings};
 use crate::error::Error;
-use crate::kafka::{KafkaBackend, published};
+use crate::kafka::{KafkaBackend, TopicHandle};
 use crate::memory::{MemoryBackend, RecordedEvents};
 
 /// Where the broker put an event.
@@ -145,7 +145,7 @@ impl EventPublisher {
             correlation_id = event.correlation_id(),
         );
         async {
-            let mut outcomes = self.publish_encoded(vec![self.prepare(event)]).await;
+            let mut outcomes = self.publish_all(std::slice::from_ref(event)).await;
             outcomes.pop().unwrap_or(Err(Error::Disconnected))
         }
         .instrument(span)
@@ -160,8 +160,7 @@ impl EventPublisher {
         events: &[DomainEvent<T>],
     ) -> Vec<Result<Published, Error>> {
         let span = tracing::info_span!("publish_batch", events = events.len());
-        let prepared = events.iter().map(|e| self.prepare(e)).collect();
-        self.publish_encoded(prepared).instrument(span).await
+        self.publish_all(events).instrument(span).await
     }
 
     /// Creates the topics that do not exist yet; returns the names created.
@@ -200,33 +199,25 @@ impl EventPublisher {
         })
     }
 
-    async fn publish_encoded(&self, prepared: Vec<Result<Prepared, Error>>) -> Vec<Result<Published, Error>> {
+    async fn publish_all<T: Serialize>(&self, events: &[DomainEvent<T>]) -> Vec<Result<Published, Error>> {
         match &self.inner.backend {
-            Backend::Memory(memory) => prepared
-                .into_iter()
-                .map(|p| p.and_then(|p| memory.record(p.topic, p.record)))
+            Backend::Memory(memory) => events
+                .iter()
+                .map(|e| self.prepare(e).and_then(|p| memory.record(p.topic, p.record)))
                 .collect(),
             Backend::Kafka(kafka) => {
-                // Queue everything first, in order, then wait for the answers.
-                let mut waiting = Vec::with_capacity(prepared.len());
-                for item in prepared {
-                    waiting.push(match item {
-                        Ok(p) => {
-                            let topic = p.topic;
-                            let mut queued = kafka.enqueue(&topic, vec![(p.record, p.timestamp_ms)]).await;
-                            match queued.pop() {
-                                Some(Ok((partition, receiver))) => Ok((topic, partition, receiver)),
-                                Some(Err(e)) => Err(e),
-                                None => Err(Error::Disconnected),
-                            }
-                        }
-                        Err(e) => Err(e),
-                    });
+                // Encode and queue one event after the other (the partition
+                // workers start sending meanwhile), then wait for the answers.
+                let mut topic: Option<(String, Arc<TopicHandle>)> = None;
+                let mut waiting = Vec::with_capacity(events.len());
+                for event in events {
+                    waiting.push(self.enqueue(kafka, &mut topic, event).await);
                 }
+
                 let mut outcomes = Vec::with_capacity(waiting.len());
                 for item in waiting {
                     outcomes.push(match item {
-                        Ok((topic, partition, receiver)) => await_ack(&topic, partition, receiver).await,
+                        Ok((topic, partition, receiver)) => await_ack(topic, partition, receiver).await,
                         Err(e) => Err(e),
                     });
                 }
@@ -234,19 +225,45 @@ impl EventPublisher {
             }
         }
     }
+
+    async fn enqueue<T: Serialize>(
+        &self,
+        kafka: &KafkaBackend,
+        topic: &mut Option<(String, Arc<TopicHandle>)>,
+        event: &DomainEvent<T>,
+    ) -> Result<(String, i32, oneshot::Receiver<Result<i64, Error>>), Error> {
+        let prepared = self.prepare(event)?;
+        // Consecutive events of one topic share one lookup.
+        let handle = match topic {
+            Some((name, handle)) if *name == prepared.topic => Arc::clone(handle),
+            _ => {
+                let handle = kafka.topic(&prepared.topic).await?;
+                *topic = Some((prepared.topic.clone(), Arc::clone(&handle)));
+                handle
+            }
+        };
+        let (partition, receiver) = kafka
+            .enqueue(&prepared.topic, &handle, prepared.record, prepared.timestamp_ms)
+            .await?;
+        Ok((prepared.topic, partition, receiver))
+    }
 }
 
 async fn await_ack(
-    topic: &str,
+    topic: String,
     partition: i32,
     receiver: oneshot::Receiver<Result<i64, Error>>,
 ) -> Result<Published, Error> {
     match receiver.await {
-        Ok(Ok(offset)) => Ok(published(topic, partition, offset)),
+        Ok(Ok(offset)) => Ok(Published {
+            topic,
+            partition,
+            offset,
+        }),
         Ok(Err(e)) => Err(e),
         // The worker ended without answering: only a panic does that.
         Err(_) => Err(Error::Produce {
-            topic: topic.to_owned(),
+            topic,
             partition,
             delivery: crate::Delivery::MaybeWritten,
             source: "the partition producer stopped without an answer".into(),

@@ -1,0 +1,181 @@
+//! Publisher throughput and latency against a real broker, with raw
+//! rskafka in the same run as the baseline. Run by `cargo xtask bench`,
+//! which starts the broker, runs the reference producers of other client
+//! libraries on the same broker, and prints the ratios.
+//!
+//! Environment: `MES_BENCH_KAFKA_BROKERS`, `MES_BENCH_RUN` (a run id; the
+//! topics of the run are `mes.bench{run}{name}.events`), `MES_BENCH_EVENTS`.
+//! Prints one `RESULT <name> <events/s>` or
+//! `LATENCY <name> <p50 µs> <p99 µs>` line per measurement.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mes_events_types::{DomainEvent, EncodeOptions, EventType, encode, partition_for_key};
+use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use serde_json::{Value, json};
+
+const PARTITIONS: u16 = 6;
+const ENTITIES: usize = 500;
+/// Every producer of the run gets a topic of its own.
+const TOPICS: [&str; 6] = [
+    "rskafka",
+    "publisher",
+    "latency",
+    "latencynolinger",
+    "confluent",
+    "kafkajs",
+];
+
+fn event_type(run: &str, name: &str) -> EventType {
+    EventType::parse(&format!("bench{run}{name}.thing.happened")).unwrap()
+}
+
+/// About 1 KB on the wire, like the reference producers' records.
+fn events(event_type: &EventType, count: usize) -> Vec<DomainEvent<Value>> {
+    let pad = "x".repeat(640);
+    (0..count)
+        .map(|i| {
+            DomainEvent::new_raw(event_type.clone(), "bench", json!({"seq": i, "pad": pad}))
+                .with_entity("Thing", format!("E-{}", i % ENTITIES))
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let brokers =
+        std::env::var("MES_BENCH_KAFKA_BROKERS").expect("MES_BENCH_KAFKA_BROKERS (cargo xtask bench)");
+    let run = std::env::var("MES_BENCH_RUN").expect("MES_BENCH_RUN (cargo xtask bench)");
+    let count: usize = std::env::var("MES_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50_000);
+    let config = PublisherConfig::new([brokers.as_str()]);
+    let admin = EventPublisher::connect(config.clone()).await.unwrap();
+    let settings = TopicSettings {
+        partitions: PARTITIONS,
+        replication: 1,
+    };
+    let specs: Vec<TopicSpec> = TOPICS
+        .iter()
+        .map(|n| TopicSpec::new(event_type(&run, n).topic().unwrap(), settings))
+        .collect();
+    admin.ensure_topics(&specs).await.unwrap();
+    admin.disconnect().await;
+    let record_bytes = encode(
+        &events(&event_type(&run, "publisher"), 1)[0],
+        &EncodeOptions::default(),
+    )
+    .map(|r| r.value.unwrap().len())
+    .unwrap();
+    println!("INFO record_value_bytes {record_bytes}");
+
+    // What encoding alone costs, for reading the publisher's figure.
+    let sample = events(&event_type(&run, "publisher"), count);
+    let started = Instant::now();
+    for event in &sample {
+        std::hint::black_box(encode(event, &EncodeOptions::default()).unwrap());
+    }
+    report("encode_only", count, started.elapsed());
+
+    raw_rskafka(&brokers, &event_type(&run, "rskafka"), count).await;
+
+    let publisher = EventPublisher::connect(config.clone()).await.unwrap();
+    let all = events(&event_type(&run, "publisher"), count);
+    let started = Instant::now();
+    // Like librdkafka's produce-everything-then-flush.
+    for outcome in publisher.publish_batch(&all).await {
+        outcome.unwrap();
+    }
+    report("event_publisher", count, started.elapsed());
+    publisher.disconnect().await;
+
+    for (name, linger) in [
+        ("latency", Duration::from_millis(5)),
+        ("latencynolinger", Duration::ZERO),
+    ] {
+        let publisher = EventPublisher::connect(config.clone().linger(linger))
+            .await
+            .unwrap();
+        let mut samples = Vec::new();
+        for event in events(&event_type(&run, name), 2_000) {
+            let started = Instant::now();
+            publisher.publish(&event).await.unwrap();
+            samples.push(started.elapsed());
+        }
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_micros();
+        println!(
+            "LATENCY publish_linger_{}ms {} {}",
+            linger.as_millis(),
+            at(0.50),
+            at(0.99)
+        );
+        publisher.disconnect().await;
+    }
+}
+
+/// The ceiling: rskafka's `PartitionClient` with records encoded and
+/// batched before the clock starts (500 per request), partitions in
+/// parallel.
+async fn raw_rskafka(brokers: &str, event_type: &EventType, count: usize) {
+    let topic = event_type.topic().unwrap();
+    let client = Arc::new(
+        ClientBuilder::new(vec![brokers.to_owned()])
+            .build()
+            .await
+            .unwrap(),
+    );
+    let six = NonZeroU32::new(u32::from(PARTITIONS)).unwrap();
+    let mut per_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for event in events(event_type, count) {
+        let record = encode(&event, &EncodeOptions::default()).unwrap();
+        let partition = partition_for_key(record.key.as_deref().unwrap(), six);
+        per_partition.entry(partition).or_default().push(Record {
+            key: record.key,
+            value: record.value,
+            headers: record.headers.into_iter().collect(),
+            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(event.time().unix_millis()).unwrap(),
+        });
+    }
+    let mut clients = Vec::new();
+    for partition in per_partition.keys() {
+        let pc = client
+            .partition_client(topic.clone(), *partition as i32, UnknownTopicHandling::Error)
+            .await
+            .unwrap();
+        clients.push(pc);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (pc, (_, records)) in clients.into_iter().zip(per_partition) {
+        tasks.push(tokio::spawn(async move {
+            let mut records = records;
+            while !records.is_empty() {
+                let rest = records.split_off(records.len().min(500));
+                let batch = std::mem::replace(&mut records, rest);
+                pc.produce(batch, Compression::NoCompression).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    report("raw_rskafka", count, started.elapsed());
+}
+
+fn report(name: &str, count: usize, elapsed: Duration) {
+    println!("RESULT {name} {:.0}", count as f64 / elapsed.as_secs_f64());
+}

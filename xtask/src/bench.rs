@@ -1,0 +1,110 @@
+//! `cargo xtask bench`: benchmarks that report ratios against baselines
+//! measured in the same run, on the same services.
+
+use std::process::Command;
+
+use mes_testkit::tansu::TansuBroker;
+
+use crate::{Result, cargo_in_workspace, tools, workspace_root};
+
+const EVENTS: &str = "50000";
+
+pub(crate) fn bench() -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("mes-bench-{}", std::process::id()));
+    let tansu = tools::TANSU.ensure()?;
+    let python = tools::python_env()?;
+    let node_modules = tools::node_env()?;
+    let broker = TansuBroker::start(&tansu, "memory://tansu/", &scratch)
+        .map_err(|e| format!("cannot start tansu: {e}"))?;
+    let brokers = broker.address();
+    let run = format!("{}", std::process::id());
+    let topic = |name: &str| format!("mes.bench{run}{name}.events");
+    eprintln!(
+        "xtask: benchmarking the publisher against tansu (memory://) on {brokers}, {EVENTS} events of ~1 KB"
+    );
+
+    let mut results = capture(
+        cargo_in_workspace()
+            .args(["bench", "--locked", "-p", "mes-publisher", "--bench", "publish"])
+            .env("MES_BENCH_KAFKA_BROKERS", &brokers)
+            .env("MES_BENCH_RUN", &run)
+            .env("MES_BENCH_EVENTS", EVENTS),
+    )?;
+    let bench_dir = workspace_root().join("xtask/bench");
+    results.extend(capture(
+        Command::new(&python)
+            .arg(bench_dir.join("confluent_producer.py"))
+            .args([&brokers, &topic("confluent"), EVENTS]),
+    )?);
+    results.extend(capture(
+        Command::new("node")
+            .arg(bench_dir.join("kafkajs_producer.js"))
+            .args([&brokers, &topic("kafkajs"), EVENTS])
+            .env("NODE_PATH", &node_modules),
+    )?);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&scratch);
+    summarise(&results);
+    Ok(())
+}
+
+/// Runs a benchmark program, echoes its output, and returns its
+/// `RESULT`/`LATENCY` lines.
+fn capture(command: &mut Command) -> Result<Vec<String>> {
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if !output.status.success() {
+        return Err(format!(
+            "{:?} failed ({}): {}",
+            command.get_program(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT ") || l.starts_with("LATENCY "))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn summarise(lines: &[String]) {
+    let rate = |name: &str| {
+        lines.iter().find_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some("RESULT") && parts.next() == Some(name))
+                .then(|| parts.next().and_then(|v| v.parse::<f64>().ok()))
+                .flatten()
+        })
+    };
+    println!("\nPublisher throughput, one run on one broker ({EVENTS} events of ~1 KB, 6 partitions):");
+    for name in ["raw_rskafka", "event_publisher", "confluent_kafka", "kafkajs"] {
+        if let Some(r) = rate(name) {
+            println!("  {name:<16} {r:>10.0} events/s");
+        }
+    }
+    if let (Some(ours), Some(raw), Some(rdkafka)) = (
+        rate("event_publisher"),
+        rate("raw_rskafka"),
+        rate("confluent_kafka"),
+    ) {
+        println!(
+            "  EventPublisher / raw rskafka = {:.2} (goal >= 0.80); EventPublisher / librdkafka = {:.2} (goal >= 1.00)",
+            ours / raw,
+            ours / rdkafka
+        );
+    }
+    if let (Some(ours), Some(js)) = (rate("event_publisher"), rate("kafkajs")) {
+        println!("  EventPublisher / kafkajs = {:.2}", ours / js);
+    }
+    for line in lines.iter().filter(|l| l.starts_with("LATENCY ")) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let [_, name, p50, p99] = parts.as_slice() {
+            println!("  {name}: p50 {p50} µs, p99 {p99} µs");
+        }
+    }
+}
