@@ -89,8 +89,3 @@ pub use event_type::{
 pub use payload::*;
 pub use routing::{FALLBACK_TOPIC, murmur2, partition_for_key, topic_for_type};
 pub use timestamp::Timestamp;
-
-// The workspace README's examples are compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

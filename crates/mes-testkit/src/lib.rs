@@ -141,3 +141,9 @@ pub fn kafka_brokers() -> String {
 pub fn tansu_binary() -> PathBuf {
     PathBuf::from(required_env("MES_TEST_TANSU_BIN", "tansu broker binary"))
 }
+
+// The workspace README's examples are compiled (and run, unless marked
+// `no_run`) as doc tests of this crate, which has every crate at hand.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
