@@ -63,34 +63,7 @@ fn opaque(error: impl std::error::Error + Send + Sync + 'static) -> ClientError 
 
 impl KafkaBackend {
     pub(crate) async fn connect(config: PublisherConfig) -> Result<Self, Error> {
-        let budget = config.retry.retry_budget();
-        let backoff = BackoffConfig {
-            init_backoff: config.retry.initial_backoff,
-            max_backoff: config.retry.max_backoff,
-            base: 2.0,
-            // rskafka retries forever without a deadline.
-            deadline: Some(budget.max(Duration::from_millis(1))),
-        };
-        let mut builder = ClientBuilder::new(config.brokers.clone())
-            .client_id(config.client_id.as_str())
-            .backoff_config(backoff);
-        if let Some(sasl) = &config.sasl {
-            let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
-            builder = builder.sasl_config(match sasl.mechanism {
-                SaslMechanism::Plain => SaslConfig::Plain(credentials),
-                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
-                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
-            });
-        }
-        let connect_error = |source: ClientError| Error::Connect {
-            brokers: config.brokers.clone(),
-            source,
-        };
-        let client = match tokio::time::timeout(config.connect_timeout, builder.build()).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(connect_error(opaque(e))),
-            Err(elapsed) => return Err(connect_error(opaque(elapsed))),
-        };
+        let client = build_client(&config).await?;
         Ok(Self {
             client,
             config,
@@ -99,7 +72,43 @@ impl KafkaBackend {
             tasks: std::sync::Mutex::new(Vec::new()),
         })
     }
+}
 
+/// An rskafka client for `config`: its brokers, client id, SASL, a retry
+/// budget as the back-off deadline (rskafka retries forever without one),
+/// and the connect timeout.
+pub(crate) async fn build_client(config: &PublisherConfig) -> Result<Client, Error> {
+    let budget = config.retry.retry_budget();
+    let backoff = BackoffConfig {
+        init_backoff: config.retry.initial_backoff,
+        max_backoff: config.retry.max_backoff,
+        base: 2.0,
+        // rskafka retries forever without a deadline.
+        deadline: Some(budget.max(Duration::from_millis(1))),
+    };
+    let mut builder = ClientBuilder::new(config.brokers.clone())
+        .client_id(config.client_id.as_str())
+        .backoff_config(backoff);
+    if let Some(sasl) = &config.sasl {
+        let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
+        builder = builder.sasl_config(match sasl.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(credentials),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+        });
+    }
+    let connect_error = |source: ClientError| Error::Connect {
+        brokers: config.brokers.clone(),
+        source,
+    };
+    match tokio::time::timeout(config.connect_timeout, builder.build()).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(connect_error(opaque(e))),
+        Err(elapsed) => Err(connect_error(opaque(elapsed))),
+    }
+}
+
+impl KafkaBackend {
     /// Partition counts of every topic, read from the broker now.
     async fn partition_counts(&self) -> Result<HashMap<String, usize>, Error> {
         let topics = self.admin("list topics", self.client.list_topics()).await?;

@@ -72,3 +72,11 @@ pub use config::{Compression, PublisherConfig, RetryPolicy, SaslCredentials, Sas
 pub use error::{ClientError, Delivery, Error};
 pub use memory::{RecordedEvents, RecordedRecord};
 pub use publisher::{EventPublisher, Published, TopicSpec};
+
+/// Escape hatch: an rskafka client built exactly as the publisher builds its
+/// own (brokers, client id, SASL, retry deadline, connect timeout), for code
+/// that needs what the publisher does not offer, such as `mes-sync`'s
+/// fetching. Using it ties the caller to rskafka's API.
+pub async fn rskafka_client(config: &PublisherConfig) -> Result<rskafka::client::Client, Error> {
+    kafka::build_client(config).await
+}

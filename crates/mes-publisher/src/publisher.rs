@@ -163,6 +163,23 @@ impl EventPublisher {
         self.publish_all(events).instrument(span).await
     }
 
+    /// Publishes a record that is already encoded (a dead letter, a record
+    /// relayed as it is) to `topic`, on the partition its key picks.
+    pub async fn publish_record(&self, topic: &str, record: KafkaRecord) -> Result<Published, Error> {
+        match &self.inner.backend {
+            Backend::Memory(memory) => memory.record(topic.to_owned(), record),
+            Backend::Kafka(kafka) => {
+                let handle = kafka.topic(topic).await?;
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                    .unwrap_or_default();
+                let (partition, receiver) = kafka.enqueue(topic, &handle, record, now_ms).await?;
+                await_ack(topic.to_owned(), partition, receiver).await
+            }
+        }
+    }
+
     /// Creates the topics that do not exist yet; returns the names created.
     /// Existing topics are left as they are.
     pub async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<Vec<String>, Error> {

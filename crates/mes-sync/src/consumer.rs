@@ -1,0 +1,330 @@
+//! [`EventConsumer`]: handlers in, a running group member out.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use mes_events_types::{DomainEvent, EventPayload, EventType};
+use mes_publisher::EventPublisher;
+use rskafka::client::Client;
+use rskafka::client::partition::UnknownTopicHandling;
+use serde_json::Value;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::ConsumerConfig;
+use crate::error::{BoxError, Error};
+use crate::handler::{Effects, HandlerError, Handlers};
+use crate::state::{GroupState, Lease, TopicPartition};
+use crate::stats::{ConsumerStats, StatsRegistry};
+use crate::worker::PartitionWorker;
+
+/// A consumer of MES domain events for one group, before it starts:
+/// register handlers, then [`start`](Self::start).
+///
+/// The topics it reads follow from the registered event types. Partitions
+/// are shared with the other live instances of the group through leases in
+/// Redis; each partition is processed in offset order, and its offset is
+/// committed only after its event was handled (or dead-lettered).
+///
+/// ```no_run
+/// use mes_events_types::{DomainEvent, PartUpdated};
+/// use mes_publisher::PublisherConfig;
+/// use mes_sync::{ConsumerConfig, Effects, EventConsumer};
+///
+/// # async fn run() -> Result<(), mes_sync::Error> {
+/// let config = ConsumerConfig::new("work-order-service", PublisherConfig::from_env().unwrap(), "redis://redis:6379");
+/// let consumer = EventConsumer::new(config)
+///     .on::<PartUpdated, _, _, std::io::Error>(|event: DomainEvent<PartUpdated>| async move {
+///         println!("part {} is now {}", event.data().part_id, event.data().part_number);
+///         Ok(Effects::none())
+///     })
+///     .start()
+///     .await?;
+/// // ... until the service stops:
+/// consumer.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct EventConsumer {
+    config: ConsumerConfig,
+    handlers: Handlers,
+}
+
+impl EventConsumer {
+    /// A consumer with no handlers yet.
+    pub fn new(config: ConsumerConfig) -> Self {
+        Self {
+            config,
+            handlers: Handlers::default(),
+        }
+    }
+
+    /// Handles events of `T`'s type with `handler`, which receives the typed
+    /// event. An event whose data does not match `T` is dead-lettered at once.
+    #[must_use]
+    pub fn on<T, F, Fut, E>(mut self, handler: F) -> Self
+    where
+        T: EventPayload + Send + 'static,
+        F: Fn(DomainEvent<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        self.handlers.typed(handler);
+        self
+    }
+
+    /// Handles events of one type string, typically one no enum knows
+    /// (`maintenance.tool.calibrated`), as raw events; subscribes to its topic.
+    #[must_use]
+    pub fn on_type<F, Fut, E>(mut self, event_type: EventType, handler: F) -> Self
+    where
+        F: Fn(DomainEvent<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        self.handlers.raw(Some(event_type), handler);
+        self
+    }
+
+    /// Handles events of types no enum knows that arrive on the subscribed
+    /// topics and have no handler of their own.
+    #[must_use]
+    pub fn on_unknown<F, Fut, E>(mut self, handler: F) -> Self
+    where
+        F: Fn(DomainEvent<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        self.handlers.raw(None, handler);
+        self
+    }
+
+    /// Reads `topic` too, even if no registered type is published there.
+    #[must_use]
+    pub fn subscribe(mut self, topic: impl Into<String>) -> Self {
+        self.handlers.extra_topics.push(topic.into());
+        self
+    }
+
+    /// Connects to Kafka and Redis, joins the group and starts consuming.
+    pub async fn start(self) -> Result<RunningConsumer, Error> {
+        let topics = self.handlers.topics().map_err(|e| Error::Config {
+            reason: format!("a registered event type makes no topic: {e}"),
+        })?;
+        if topics.is_empty() {
+            return Err(Error::Config {
+                reason: "no handler registered, so no topic to read".to_owned(),
+            });
+        }
+        let config = Arc::new(self.config);
+        let kafka_error = |what: &str| {
+            let what = what.to_owned();
+            move |e: mes_publisher::Error| Error::Kafka {
+                what,
+                source: Box::new(e) as BoxError,
+            }
+        };
+        let client = mes_publisher::rskafka_client(&config.kafka)
+            .await
+            .map_err(kafka_error("connect"))?;
+        let dead_letters =
+            EventPublisher::connect(config.kafka.clone().auto_create_topics(config.dead_letter_topics))
+                .await
+                .map_err(kafka_error("connect the dead-letter publisher"))?;
+        let state = GroupState::connect(
+            &config.redis_url,
+            &config.group_id,
+            &config.member_id,
+            config.lease_ttl,
+            config.dedup_window,
+        )
+        .await?;
+        let (stop, stopped) = watch::channel(false);
+        let stats = StatsRegistry::default();
+        let coordinator = Coordinator {
+            config: Arc::clone(&config),
+            topics,
+            client: Arc::new(client),
+            state: Arc::new(state),
+            handlers: Arc::new(self.handlers),
+            dead_letters,
+            stats: stats.clone(),
+            permits: Arc::new(Semaphore::new(
+                config.max_concurrent_partitions.min(Semaphore::MAX_PERMITS),
+            )),
+            workers: HashMap::new(),
+        };
+        let span = info_span!("consumer", group = %config.group_id, member = %config.member_id);
+        let task = tokio::spawn(coordinator.run(stopped).instrument(span));
+        Ok(RunningConsumer { stop, task, stats })
+    }
+}
+
+/// A consumer that runs until [`shutdown`](Self::shutdown).
+pub struct RunningConsumer {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    stats: StatsRegistry,
+}
+
+impl RunningConsumer {
+    /// Figures per partition: offsets, lag, handled, retried, dead-lettered
+    /// and duplicate counts.
+    pub fn stats(&self) -> ConsumerStats {
+        self.stats.snapshot()
+    }
+
+    /// Waits until `condition` holds for the figures (say, `lag() == 0`
+    /// once this instance holds its partitions), and returns them.
+    pub async fn wait_for(&self, condition: impl Fn(&ConsumerStats) -> bool) -> ConsumerStats {
+        self.stats.wait_for(condition).await
+    }
+
+    /// Finishes the events in flight, commits them, releases this
+    /// instance's leases and leaves the group.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "the consumer ended abnormally");
+        }
+    }
+}
+
+struct WorkerHandle {
+    lease: Lease,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+struct Coordinator {
+    config: Arc<ConsumerConfig>,
+    topics: Vec<String>,
+    client: Arc<Client>,
+    state: Arc<GroupState>,
+    handlers: Arc<Handlers>,
+    dead_letters: EventPublisher,
+    stats: StatsRegistry,
+    permits: Arc<Semaphore>,
+    workers: HashMap<TopicPartition, WorkerHandle>,
+}
+
+impl Coordinator {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let tick = self.config.lease_ttl / 3;
+        loop {
+            if let Err(e) = self.rebalance().await {
+                warn!(error = %e, "rebalance failed; retrying at the next tick");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                _ = stopped.changed() => break,
+            }
+        }
+        for worker in self.workers.values() {
+            let _ = worker.stop.send(true);
+        }
+        for (tp, worker) in self.workers.drain() {
+            if let Err(e) = worker.task.await {
+                warn!(partition = %tp, error = %e, "a partition worker ended abnormally");
+            }
+        }
+        if let Err(e) = self.state.leave().await {
+            warn!(error = %e, "could not leave the group; the membership expires by itself");
+        }
+        self.dead_letters.disconnect().await;
+        self.state.close().await;
+        info!("consumer stopped");
+    }
+
+    /// The partitions of the subscribed topics, in a stable order.
+    async fn partitions(&self) -> Result<Vec<TopicPartition>, Error> {
+        let listed = self.client.list_topics().await.map_err(|e| Error::Kafka {
+            what: "list topics".to_owned(),
+            source: Box::new(e),
+        })?;
+        let mut all = BTreeSet::new();
+        for topic in &self.topics {
+            match listed.iter().find(|t| &t.name == topic) {
+                Some(t) => all.extend(t.partitions.iter().map(|p| TopicPartition {
+                    topic: topic.clone(),
+                    partition: *p,
+                })),
+                None => warn!(topic, "subscribed topic does not exist (yet)"),
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// Heartbeat, then bring the partitions this member runs in line with
+    /// its share: renew what it keeps, stop what it gives up, take what is
+    /// free of its share.
+    async fn rebalance(&mut self) -> Result<(), Error> {
+        let mut members = self.state.heartbeat().await?;
+        members.sort();
+        let partitions = self.partitions().await?;
+        let me = members
+            .iter()
+            .position(|m| *m == self.config.member_id)
+            .unwrap_or(0);
+        let share: BTreeSet<&TopicPartition> = partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % members.len().max(1) == me)
+            .map(|(_, tp)| tp)
+            .collect();
+
+        let mut finished = Vec::new();
+        for (tp, worker) in &self.workers {
+            if worker.task.is_finished() {
+                finished.push(tp.clone());
+            } else if !share.contains(tp) {
+                // Handed over: it finishes its event, commits and releases.
+                let _ = worker.stop.send(true);
+            } else if !self.state.renew(tp, &worker.lease).await? {
+                warn!(partition = %tp, "lease lost; stopping the partition");
+                let _ = worker.stop.send(true);
+            }
+        }
+        for tp in finished {
+            if let Some(worker) = self.workers.remove(&tp) {
+                let _ = worker.task.await;
+            }
+        }
+        for tp in share {
+            if self.workers.contains_key(tp) {
+                continue;
+            }
+            let Some(lease) = self.state.acquire(tp).await? else {
+                continue; // still held by its previous owner
+            };
+            let client = self
+                .client
+                .partition_client(tp.topic.clone(), tp.partition, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|e| Error::Kafka {
+                    what: format!("open {tp}"),
+                    source: Box::new(e),
+                })?;
+            info!(partition = %tp, lease = %lease.0, "took the partition");
+            let (stop, stop_rx) = watch::channel(false);
+            let worker = PartitionWorker {
+                tp: tp.clone(),
+                lease: lease.clone(),
+                client,
+                state: Arc::clone(&self.state),
+                handlers: Arc::clone(&self.handlers),
+                dead_letters: self.dead_letters.clone(),
+                config: Arc::clone(&self.config),
+                counters: self.stats.partition(tp),
+                stats: self.stats.clone(),
+                permits: Arc::clone(&self.permits),
+                stop: stop_rx,
+            };
+            let task = tokio::spawn(worker.run());
+            self.workers
+                .insert(tp.clone(), WorkerHandle { lease, stop, task });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Handlers: typed per event type, raw for types no enum knows.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use mes_events_types::{DomainEvent, EventPayload, EventType};
+use serde_json::Value;
+
+use crate::error::BoxError;
+
+/// The error a handler returns; its `Display` becomes the dead letter's
+/// reason when retries run out.
+pub type HandlerError = BoxError;
+
+/// Redis writes a handler asks for, applied atomically together with the
+/// event's de-duplication mark and its partition's offset commit, and only
+/// if this instance still holds the partition's lease.
+///
+/// That makes such effects happen exactly once per event id, even when the
+/// consumer dies right after the handler: either all of them and the commit
+/// happened, or none and the event is handled again. Side effects outside
+/// this Redis (a database write, a call to another service) are at least
+/// once; make them idempotent. In Redis Cluster mode the keys must share the
+/// group's hash tag (`{group}`), since one script touches them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub(crate) ops: Vec<Effect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Effect {
+    HashIncrement { key: String, field: String, by: i64 },
+    Set { key: String, value: String },
+    Delete { key: String },
+    ListPush { key: String, value: String },
+}
+
+impl Effects {
+    /// No effects.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// `HINCRBY key field by`.
+    #[must_use]
+    pub fn hash_increment(mut self, key: impl Into<String>, field: impl Into<String>, by: i64) -> Self {
+        self.ops.push(Effect::HashIncrement {
+            key: key.into(),
+            field: field.into(),
+            by,
+        });
+        self
+    }
+
+    /// `SET key value`.
+    #[must_use]
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.ops.push(Effect::Set {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// `DEL key`.
+    #[must_use]
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.ops.push(Effect::Delete { key: key.into() });
+        self
+    }
+
+    /// `RPUSH key value`.
+    #[must_use]
+    pub fn list_push(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.ops.push(Effect::ListPush {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Whether there is nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Effects, HandlerError>> + Send>>;
+
+/// A handler over the raw event; typed handlers are wrapped into one.
+pub(crate) type RawHandler = Arc<dyn Fn(DomainEvent<Value>) -> Result<HandlerFuture, Rejected> + Send + Sync>;
+
+/// An event a typed handler cannot take: its data does not match the
+/// payload type. Dead-lettered at once; retrying cannot help.
+#[derive(Debug)]
+pub(crate) struct Rejected(pub(crate) String);
+
+/// The handlers of a consumer, by event type.
+#[derive(Clone, Default)]
+pub(crate) struct Handlers {
+    pub(crate) by_type: HashMap<EventType, RawHandler>,
+    pub(crate) unknown: Option<RawHandler>,
+    pub(crate) extra_topics: Vec<String>,
+}
+
+impl Handlers {
+    pub(crate) fn typed<T, F, Fut, E>(&mut self, handler: F)
+    where
+        T: EventPayload + Send + 'static,
+        F: Fn(DomainEvent<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        let handler = Arc::new(handler);
+        let raw: RawHandler = Arc::new(move |event: DomainEvent<Value>| {
+            let typed = event.into_typed::<T>().map_err(|e| Rejected(e.to_string()))?;
+            let future = handler(typed);
+            Ok(Box::pin(async move { future.await.map_err(Into::into) }) as HandlerFuture)
+        });
+        self.by_type.insert(T::EVENT_TYPE, raw);
+    }
+
+    pub(crate) fn raw<F, Fut, E>(&mut self, event_type: Option<EventType>, handler: F)
+    where
+        F: Fn(DomainEvent<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        let raw: RawHandler = Arc::new(move |event: DomainEvent<Value>| {
+            let future = handler(event);
+            Ok(Box::pin(async move { future.await.map_err(Into::into) }) as HandlerFuture)
+        });
+        match event_type {
+            Some(t) => {
+                self.by_type.insert(t, raw);
+            }
+            None => self.unknown = Some(raw),
+        }
+    }
+
+    /// The handler of an event: its type's, else the catch-all for types
+    /// no enum knows.
+    pub(crate) fn for_type(&self, event_type: &EventType) -> Option<&RawHandler> {
+        self.by_type.get(event_type).or_else(|| {
+            (!event_type.is_known())
+                .then_some(self.unknown.as_ref())
+                .flatten()
+        })
+    }
+
+    /// Topics the registered types are published to, sorted, without repeats.
+    pub(crate) fn topics(&self) -> Result<Vec<String>, mes_events_types::Error> {
+        let mut topics = self.extra_topics.clone();
+        for event_type in self.by_type.keys() {
+            topics.push(event_type.topic()?);
+        }
+        topics.sort();
+        topics.dedup();
+        Ok(topics)
+    }
+}

@@ -1,0 +1,153 @@
+//! What a consumer did, for operators.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::state::TopicPartition;
+
+#[derive(Debug, Default)]
+pub(crate) struct PartitionCounters {
+    pub(crate) owned: AtomicBool,
+    pub(crate) committed: AtomicI64,
+    pub(crate) high_watermark: AtomicI64,
+    pub(crate) handled: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) ignored: AtomicU64,
+}
+
+impl PartitionCounters {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct StatsRegistry {
+    partitions: Arc<Mutex<BTreeMap<TopicPartition, Arc<PartitionCounters>>>>,
+    changed: Arc<Notify>,
+}
+
+impl StatsRegistry {
+    /// Wakes whoever waits for the figures to change.
+    pub(crate) fn changed(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `condition` holds for the figures; checks again after
+    /// every commit and every change of ownership.
+    pub(crate) async fn wait_for(&self, condition: impl Fn(&ConsumerStats) -> bool) -> ConsumerStats {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let stats = self.snapshot();
+            if condition(&stats) {
+                return stats;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn partition(&self, tp: &TopicPartition) -> Arc<PartitionCounters> {
+        let mut partitions = self.partitions.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(partitions.entry(tp.clone()).or_default())
+    }
+
+    pub(crate) fn snapshot(&self) -> ConsumerStats {
+        let partitions = self.partitions.lock().unwrap_or_else(PoisonError::into_inner);
+        let partitions = partitions
+            .iter()
+            .map(|(tp, c)| {
+                let committed = c.committed.load(Ordering::Relaxed);
+                let high_watermark = c.high_watermark.load(Ordering::Relaxed);
+                PartitionStats {
+                    partition: tp.clone(),
+                    owned: c.owned.load(Ordering::Relaxed),
+                    committed_offset: committed,
+                    high_watermark,
+                    lag: (high_watermark - committed).max(0),
+                    handled: c.handled.load(Ordering::Relaxed),
+                    retried: c.retried.load(Ordering::Relaxed),
+                    dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+                    duplicates: c.duplicates.load(Ordering::Relaxed),
+                    ignored: c.ignored.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        ConsumerStats { partitions }
+    }
+}
+
+/// One partition as this instance last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionStats {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Whether this instance holds its lease now.
+    pub owned: bool,
+    /// The next offset the group will read (what is committed).
+    pub committed_offset: i64,
+    /// The end of the partition's log at the last fetch.
+    pub high_watermark: i64,
+    /// Records not yet committed: `high_watermark - committed_offset`.
+    pub lag: i64,
+    /// Events whose handler succeeded.
+    pub handled: u64,
+    /// Handler attempts that failed and were retried.
+    pub retried: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Redelivered events skipped by de-duplication.
+    pub duplicates: u64,
+    /// Events of types with no handler, committed without work.
+    pub ignored: u64,
+}
+
+/// Figures of a consumer instance, per partition it has held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Every partition this instance has held, in order.
+    pub partitions: Vec<PartitionStats>,
+}
+
+impl ConsumerStats {
+    /// Total lag over the partitions held now.
+    pub fn lag(&self) -> i64 {
+        self.partitions.iter().filter(|p| p.owned).map(|p| p.lag).sum()
+    }
+
+    /// Events handled, over all partitions.
+    pub fn handled(&self) -> u64 {
+        self.partitions.iter().map(|p| p.handled).sum()
+    }
+
+    /// Records dead-lettered, over all partitions.
+    pub fn dead_lettered(&self) -> u64 {
+        self.partitions.iter().map(|p| p.dead_lettered).sum()
+    }
+
+    /// Redeliveries skipped, over all partitions.
+    pub fn duplicates(&self) -> u64 {
+        self.partitions.iter().map(|p| p.duplicates).sum()
+    }
+
+    /// Handler retries, over all partitions.
+    pub fn retried(&self) -> u64 {
+        self.partitions.iter().map(|p| p.retried).sum()
+    }
+
+    /// The partitions this instance holds now.
+    pub fn owned(&self) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|p| p.owned)
+            .map(|p| p.partition.clone())
+            .collect()
+    }
+}
