@@ -1,0 +1,67 @@
+//! One member of a consumer group, as a process a test can kill.
+//!
+//! Handles every event of one type with effects applied atomically with the
+//! commit: `HINCRBY effects <event id> 1` and `RPUSH order:<entity> <seq>`.
+//! Prints `OWNED <partitions>` whenever the partitions it holds change and
+//! `HANDLED <event id>` after each event, then runs until killed (or until
+//! stdin closes, when it shuts down gracefully).
+
+use std::io::Write;
+use std::time::Duration;
+
+use mes_e2e::{effects_key, env, order_key};
+use mes_events_types::{DomainEvent, EventType};
+use mes_publisher::PublisherConfig;
+use mes_sync::{ConsumerConfig, Effects, EventConsumer};
+use serde_json::Value;
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
+}
+
+#[tokio::main]
+async fn main() {
+    let group = var(env::GROUP);
+    let event_type = EventType::parse(&var(env::EVENT_TYPE)).expect("event type");
+    let lease = Duration::from_millis(var(env::LEASE_MS).parse().expect("lease ms"));
+    let config = ConsumerConfig::new(group.clone(), PublisherConfig::new([var(env::BROKERS)]), var(env::REDIS))
+        .member_id(var(env::MEMBER))
+        .lease_ttl(lease)
+        .fetch_max_wait(Duration::from_millis(100));
+    let consumer = EventConsumer::new(config)
+        .on_type(event_type, move |event: DomainEvent<Value>| {
+            let group = group.clone();
+            async move {
+                let entity = event.entity_id().unwrap_or("-").to_owned();
+                let seq = event.data()["seq"].to_string();
+                let effects = Effects::none()
+                    .hash_increment(effects_key(&group), event.id().as_str(), 1)
+                    .list_push(order_key(&group, &entity), seq);
+                println!("HANDLED {}", event.id());
+                Ok::<_, std::io::Error>(effects)
+            }
+        })
+        .start()
+        .await
+        .expect("start the consumer");
+
+    let mut stdin_closed = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+    });
+    let mut owned = Vec::new();
+    loop {
+        let changed = consumer.wait_for(|s| s.owned() != owned);
+        tokio::select! {
+            stats = changed => {
+                owned = stats.owned();
+                let names: Vec<String> = owned.iter().map(ToString::to_string).collect();
+                println!("OWNED {}", names.join(","));
+                let _ = std::io::stdout().flush();
+            }
+            _ = &mut stdin_closed => break,
+        }
+    }
+    consumer.shutdown().await;
+    println!("STOPPED");
+}

@@ -1,0 +1,28 @@
+//! Support for the end-to-end suites: the environment protocol between a
+//! test and the `sync-member` processes it starts and kills.
+
+/// Names of the variables a test passes to `sync-member`.
+pub mod env {
+    /// Bootstrap brokers.
+    pub const BROKERS: &str = "MES_E2E_BROKERS";
+    /// Redis URL of the group's state.
+    pub const REDIS: &str = "MES_E2E_REDIS";
+    /// Consumer group.
+    pub const GROUP: &str = "MES_E2E_GROUP";
+    /// The event type to handle (its topic is read).
+    pub const EVENT_TYPE: &str = "MES_E2E_EVENT_TYPE";
+    /// This member's name.
+    pub const MEMBER: &str = "MES_E2E_MEMBER";
+    /// Lease TTL in milliseconds.
+    pub const LEASE_MS: &str = "MES_E2E_LEASE_MS";
+}
+
+/// The Redis key of the effects hash of a group (event id -> times applied).
+pub fn effects_key(group: &str) -> String {
+    format!("mes:sync:{{{group}}}:e2e:effects")
+}
+
+/// The Redis key of the list of sequence numbers applied for an entity.
+pub fn order_key(group: &str, entity: &str) -> String {
+    format!("mes:sync:{{{group}}}:e2e:order:{entity}")
+}

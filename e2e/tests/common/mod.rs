@@ -1,0 +1,125 @@
+//! Starting, reading and killing `sync-member` processes.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mes_e2e::env;
+
+/// What the members say, tagged by member name.
+pub type Lines = mpsc::Receiver<(String, String)>;
+
+pub struct Member {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+#[derive(Clone)]
+pub struct Group {
+    pub brokers: String,
+    pub redis: String,
+    pub group: String,
+    pub event_type: String,
+    pub lease: Duration,
+}
+
+impl Group {
+    pub fn new(event_type: &str, lease: Duration) -> Self {
+        Self {
+            brokers: mes_testkit::kafka_brokers(),
+            redis: mes_testkit::required_env("MES_TEST_REDIS_URL", "Redis"),
+            group: format!("e2e-{}", ulid::Ulid::new()),
+            event_type: event_type.to_owned(),
+            lease,
+        }
+    }
+
+    pub fn spawn(&self, name: &str, lines: &mpsc::Sender<(String, String)>) -> Member {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sync-member"))
+            .env(env::BROKERS, &self.brokers)
+            .env(env::REDIS, &self.redis)
+            .env(env::GROUP, &self.group)
+            .env(env::EVENT_TYPE, &self.event_type)
+            .env(env::MEMBER, name)
+            .env(env::LEASE_MS, self.lease.as_millis().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start sync-member");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, tag) = (lines.clone(), name.to_owned());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((tag.clone(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Member {
+            name: name.to_owned(),
+            child,
+            stdin,
+        }
+    }
+}
+
+impl Member {
+    /// SIGKILL: no shutdown, no lease released, nothing flushed.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Closes its stdin: it shuts down gracefully (finishes, commits,
+    /// releases its leases).
+    pub fn stop(&mut self) {
+        self.stdin.take();
+    }
+
+    pub fn wait(&mut self) {
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The latest `OWNED` line of each member.
+#[derive(Default, Debug)]
+pub struct Ownership(pub BTreeMap<String, BTreeSet<String>>);
+
+impl Ownership {
+    /// Reads lines until `done` holds for the ownership.
+    pub fn until(&mut self, lines: &Lines, done: impl Fn(&Self) -> bool) {
+        while !done(self) {
+            let (member, line) = lines.recv().expect("a member's output");
+            if let Some(owned) = line.strip_prefix("OWNED") {
+                let owned = owned.trim().split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+                self.0.insert(member, owned);
+            }
+        }
+    }
+
+    pub fn of(&self, member: &str) -> usize {
+        self.0.get(member).map_or(0, BTreeSet::len)
+    }
+
+    pub fn all(&self) -> BTreeSet<String> {
+        self.0.values().flatten().cloned().collect()
+    }
+
+    /// Each partition held by exactly one member.
+    pub fn disjoint(&self) -> bool {
+        self.0.values().map(BTreeSet::len).sum::<usize>() == self.all().len()
+    }
+}

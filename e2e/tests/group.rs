@@ -1,0 +1,53 @@
+//! Several instances of one service share a group's partitions; a killed
+//! one's partitions move to the others within the lease time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Group, Ownership};
+use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_share_partitions_and_take_over_a_killed_ones() {
+    let event_type = format!("tgroup{}.thing.happened", ulid::Ulid::new().to_string().to_lowercase());
+    let lease = Duration::from_millis(1500);
+    let group = Group::new(&event_type, lease);
+    let topic = mes_events_types::topic_for_type(&event_type).unwrap();
+    let publisher = EventPublisher::connect(PublisherConfig::new([group.brokers.as_str()])).await.unwrap();
+    let settings = TopicSettings {
+        partitions: 4,
+        replication: 1,
+    };
+    publisher.ensure_topics(&[TopicSpec::new(&topic, settings)]).await.unwrap();
+
+    let (tx, lines) = mpsc::channel();
+    let mut owned = Ownership::default();
+    let _a = group.spawn("a", &tx);
+    owned.until(&lines, |o| o.of("a") == 4);
+
+    let mut b = group.spawn("b", &tx);
+    owned.until(&lines, |o| o.of("a") == 2 && o.of("b") == 2 && o.disjoint());
+
+    let _c = group.spawn("c", &tx);
+    owned.until(&lines, |o| {
+        let mut shares = [o.of("a"), o.of("b"), o.of("c")];
+        shares.sort_unstable();
+        shares == [1, 1, 2] && o.disjoint() && o.all().len() == 4
+    });
+    println!("three members: {:?}", owned.0);
+
+    let orphaned = owned.0["b"].clone();
+    let killed_at = Instant::now();
+    b.kill();
+    owned.0.remove("b");
+    owned.until(&lines, |o| o.all().len() == 4 && o.disjoint() && o.of("b") == 0);
+    println!(
+        "b killed holding {orphaned:?}; taken over by a and c after {:?} (lease {lease:?}): {:?}",
+        killed_at.elapsed(),
+        owned.0
+    );
+    drop(b);
+}
