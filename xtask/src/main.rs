@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask help` for the list.
 
+mod redis;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ Tasks:
   test        Run every test of the workspace (unit, integration, doc, property,
               interop). Provides the services the suites need first and sets
               their MES_TEST_* variables; extra args go to `cargo test`.
+  bench       The mes-cache benchmark against a private redis-server (see
+              crates/mes-cache/benches/cache.rs); extra args go to the bench.
   ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
               without warnings, cargo deny (bans, licenses, sources), then `test`.
   help        This text.
@@ -27,6 +30,9 @@ Services and tools are cached outside the clone under $MES_TOOLS_CACHE
 Environment:
   MES_TEST_PYTHON   Python with the `cloudevents` package (else a cached venv).
   MES_TOOLS_CACHE   Where built tools and environments are kept.
+  MES_TEST_REDIS_URL, MES_TEST_REDIS_CLUSTER_URL
+                    Redis (standalone) and Redis Cluster for the suites; when
+                    both are unset `test` starts private redis-server processes.
 ";
 
 fn main() -> ExitCode {
@@ -39,6 +45,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "ci" => ci(),
         "demo" => demo(rest),
+        "bench" => redis::bench(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
@@ -84,10 +91,12 @@ fn test(extra: &[String]) -> Result<()> {
         None => tools::python_env()?,
     };
     eprintln!("xtask: MES_TEST_PYTHON={}", python.display());
+    let redis = redis::RedisServices::provide()?;
     run(cargo_in_workspace()
         .args(["test", "--workspace", "--all-features", "--locked"])
         .args(extra)
-        .env("MES_TEST_PYTHON", python))
+        .env("MES_TEST_PYTHON", python)
+        .envs(redis.env()))
 }
 
 fn ci() -> Result<()> {

@@ -96,7 +96,7 @@ impl InMemoryStore {
         let now = self.clock.now_ms();
         state
             .entries
-            .retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
+            .retain(|_, (_, expires)| expires.is_none_or(|at| at >= now));
         Ok(state)
     }
 
@@ -117,7 +117,7 @@ impl InMemoryStore {
         self.lock()
             .entries
             .get(key)
-            .filter(|(_, expires)| expires.is_none_or(|at| at > now))
+            .filter(|(_, expires)| expires.is_none_or(|at| at >= now))
             .map(|(value, _)| value.clone())
     }
 
@@ -127,7 +127,7 @@ impl InMemoryStore {
         self.lock()
             .entries
             .iter()
-            .filter(|(_, (_, expires))| expires.is_none_or(|at| at > now))
+            .filter(|(_, (_, expires))| expires.is_none_or(|at| at >= now))
             .map(|(key, _)| key.clone())
             .collect()
     }
