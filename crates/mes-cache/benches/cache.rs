@@ -118,11 +118,8 @@ fn report(name: &str, ours: f64, baseline_name: &str, baseline: f64, unit: &str)
 impl Bench {
     async fn gets(&self) {
         let ids: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("P-{i}")).collect());
-        let keys: Arc<Vec<String>> = Arc::new(
-            ids.iter()
-                .map(|id| self.cache.key(&CacheKeyPrefix::Part, id))
-                .collect(),
-        );
+        // Raw fred builds the same keys per call, like a service would.
+        let keys = Arc::clone(&ids);
         let (tasks, total) = (32, 40_000);
         let (mut cache_rates, mut raw_rates, mut bytes_rates) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..self.rounds {
@@ -143,9 +140,14 @@ impl Bench {
                 throughput(tasks, total, move |i| {
                     let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
                     async move {
-                        let value: Value = raw.next().get(&keys[i % KEYS]).await.unwrap();
+                        let value: Value = raw
+                            .next()
+                            .get(format!("mes:bench:part:{}", keys[i % KEYS]))
+                            .await
+                            .unwrap();
                         let envelope: RawEnvelope =
-                            serde_json::from_slice(value.as_bytes().unwrap()).unwrap();
+                            serde_json::from_slice(value.as_bytes().unwrap_or_else(|| panic!("{value:?}")))
+                                .unwrap();
                         assert!(now_ms().saturating_sub(envelope.cached_at) <= envelope.ttl * 1000);
                         std::hint::black_box(envelope.data);
                     }
@@ -157,7 +159,11 @@ impl Bench {
                 throughput(tasks, total, move |i| {
                     let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
                     async move {
-                        let value: Value = raw.next().get(&keys[i % KEYS]).await.unwrap();
+                        let value: Value = raw
+                            .next()
+                            .get(format!("mes:bench:part:{}", keys[i % KEYS]))
+                            .await
+                            .unwrap();
                         std::hint::black_box(value);
                     }
                 })
@@ -183,11 +189,8 @@ impl Bench {
 
     async fn get_many_100(&self) {
         let ids: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("P-{i}")).collect());
-        let keys: Arc<Vec<String>> = Arc::new(
-            ids.iter()
-                .map(|id| self.cache.key(&CacheKeyPrefix::Part, id))
-                .collect(),
-        );
+        // Raw fred builds the same keys per call, like a service would.
+        let keys = Arc::clone(&ids);
         let (tasks, total) = (8, 2_000);
         let (mut cache_rates, mut raw_rates, mut bytes_rates) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..self.rounds {
@@ -212,12 +215,22 @@ impl Bench {
                     let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
                     async move {
                         let start = (i * 100) % (KEYS - 100);
-                        let values: Vec<Value> =
-                            raw.next().mget(keys[start..start + 100].to_vec()).await.unwrap();
+                        let values: Vec<Value> = raw
+                            .next()
+                            .mget(
+                                keys[start..start + 100]
+                                    .iter()
+                                    .map(|id| format!("mes:bench:part:{id}"))
+                                    .collect::<Vec<_>>(),
+                            )
+                            .await
+                            .unwrap();
                         let mut found = std::collections::HashMap::with_capacity(100);
                         for (n, value) in values.into_iter().enumerate() {
-                            let envelope: RawEnvelope =
-                                serde_json::from_slice(value.as_bytes().unwrap()).unwrap();
+                            let envelope: RawEnvelope = serde_json::from_slice(
+                                value.as_bytes().unwrap_or_else(|| panic!("{value:?}")),
+                            )
+                            .unwrap();
                             assert!(now_ms().saturating_sub(envelope.cached_at) <= envelope.ttl * 1000);
                             found.insert(format!("P-{}", start + n), envelope.data);
                         }
@@ -232,8 +245,16 @@ impl Bench {
                     let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
                     async move {
                         let start = (i * 100) % (KEYS - 100);
-                        let values: Vec<Value> =
-                            raw.next().mget(keys[start..start + 100].to_vec()).await.unwrap();
+                        let values: Vec<Value> = raw
+                            .next()
+                            .mget(
+                                keys[start..start + 100]
+                                    .iter()
+                                    .map(|id| format!("mes:bench:part:{id}"))
+                                    .collect::<Vec<_>>(),
+                            )
+                            .await
+                            .unwrap();
                         std::hint::black_box(values);
                     }
                 })
@@ -305,6 +326,30 @@ impl Bench {
             assert_eq!(written, 10_000);
             rates.push(10_000.0 / started.elapsed().as_secs_f64());
         }
+        // Raw fred, the same SETEX commands of pre-encoded values, pipelines
+        // of 1000 sent one after the other.
+        let encoded: Vec<(String, String)> = entries
+            .iter()
+            .map(|(id, p)| {
+                let value = serde_json::json!({"data": p, "cachedAt": now_ms(), "ttl": 300}).to_string();
+                (format!("mes:bench:tool:{id}"), value)
+            })
+            .collect();
+        let mut raw_rates = Vec::new();
+        for _ in 0..self.rounds {
+            let started = Instant::now();
+            for chunk in encoded.chunks(1000) {
+                let pipeline = self.raw.next().pipeline();
+                for (key, value) in chunk {
+                    let setex = CustomCommand::new_static("SETEX", ClusterHash::FirstKey, false);
+                    let args: Vec<Value> =
+                        vec![key.as_str().into(), Value::Integer(300), value.as_str().into()];
+                    let () = pipeline.custom(setex, args).await.unwrap();
+                }
+                let _: Vec<Value> = pipeline.all().await.unwrap();
+            }
+            raw_rates.push(10_000.0 / started.elapsed().as_secs_f64());
+        }
         let mut baseline = Vec::new();
         for _ in 0..self.rounds {
             let output = Command::new(env("MES_BENCH_REDIS_BENCHMARK"))
@@ -323,9 +368,16 @@ impl Bench {
         }
         report(
             &format!("set_many(10_000), {value_size} B values, 1 conn"),
-            median(rates),
+            median(rates.clone()),
             "redis-benchmark SET -P 1000 -c 1",
             median(baseline),
+            "key/s",
+        );
+        report(
+            &format!("set_many(10_000), {value_size} B values, 1 conn"),
+            median(rates),
+            "raw fred pipelined SETEX, pre-encoded",
+            median(raw_rates),
             "key/s",
         );
         self.cache.invalidate_all(&CacheKeyPrefix::Tool).await.unwrap();

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -42,7 +42,7 @@ pub(crate) struct Inner {
     batch_size: usize,
     clock: Arc<dyn Clock>,
     description: String,
-    counters: Mutex<HashMap<String, Arc<Counters>>>,
+    counters: RwLock<HashMap<String, Arc<Counters>>>,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     pub(crate) warmers: Mutex<Vec<watch::Receiver<bool>>>,
     pub(crate) shutdown: watch::Sender<bool>,
@@ -104,7 +104,7 @@ impl ReferenceDataCache {
                 batch_size: config.batch_size,
                 clock: config.clock,
                 description,
-                counters: Mutex::default(),
+                counters: RwLock::default(),
                 flights: Mutex::default(),
                 warmers: Mutex::default(),
                 shutdown,
@@ -204,13 +204,17 @@ impl ReferenceDataCache {
     }
 
     fn counters_for(&self, prefix: &CacheKeyPrefix) -> Arc<Counters> {
-        let mut counters = lock(&self.inner.counters);
+        let counters = self.inner.counters.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(found) = counters.get(prefix.as_str()) {
             return Arc::clone(found);
         }
-        let created = Arc::new(Counters::default());
-        counters.insert(prefix.as_str().to_owned(), Arc::clone(&created));
-        created
+        drop(counters);
+        let mut counters = self
+            .inner
+            .counters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(counters.entry(prefix.as_str().to_owned()).or_default())
     }
 
     fn failed(&self, counters: &Counters, operation: &'static str, source: BoxError) -> Error {
@@ -224,7 +228,7 @@ impl ReferenceDataCache {
     /// whether the key must be removed (expired or undecodable).
     fn classify<T: DeserializeOwned>(
         &self,
-        key: &str,
+        id: &str,
         raw: Raw,
         counters: &Counters,
     ) -> (Option<CacheEntry<T>>, bool) {
@@ -236,7 +240,7 @@ impl ReferenceDataCache {
             Ok(entry) if entry.is_expired_at(self.inner.clock.now_ms()) => {
                 bump(&counters.misses, 1);
                 bump(&counters.expired, 1);
-                debug!(key, "mes-cache: entry past its TTL, removing");
+                debug!(id, "mes-cache: entry past its TTL, removing");
                 (None, true)
             }
             Ok(entry) => {
@@ -246,7 +250,7 @@ impl ReferenceDataCache {
             Err(error) => {
                 bump(&counters.misses, 1);
                 bump(&counters.decode_failures, 1);
-                warn!(key, error = %error, "mes-cache: undecodable value counted as a miss and removed");
+                warn!(id, error = %error, "mes-cache: undecodable value counted as a miss and removed");
                 (None, true)
             }
         }
@@ -307,10 +311,10 @@ impl ReferenceDataCache {
             let raw = self
                 .inner
                 .backend
-                .get(&key)
+                .get(key.clone())
                 .await
                 .map_err(|e| self.failed(&counters, "get", e))?;
-            let (entry, remove) = self.classify::<T>(&key, raw, &counters);
+            let (entry, remove) = self.classify::<T>(id, raw, &counters);
             if remove {
                 self.remove_quietly(vec![key], &counters).await;
             }
@@ -341,12 +345,14 @@ impl ReferenceDataCache {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut seen = HashSet::new();
-        let ids: Vec<String> = ids
-            .into_iter()
-            .map(|id| id.as_ref().to_owned())
-            .filter(|id| seen.insert(id.clone()))
-            .collect();
+        let mut ids: Vec<S> = ids.into_iter().collect();
+        let mut seen = HashSet::with_capacity(ids.len());
+        let unique: Vec<bool> = ids.iter().map(|id| seen.insert(id.as_ref())).collect();
+        drop(seen);
+        if unique.contains(&false) {
+            let mut unique = unique.into_iter();
+            ids.retain(|_| unique.next().unwrap_or(false));
+        }
         let span = info_span!("mes_cache.get_many", prefix = %prefix, count = ids.len());
         async {
             self.check_open()?;
@@ -354,21 +360,22 @@ impl ReferenceDataCache {
                 return Ok(HashMap::new());
             }
             let counters = self.counters_for(prefix);
-            let keys: Vec<String> = ids.iter().map(|id| self.key(prefix, id)).collect();
+            let keys: Vec<String> = ids.iter().map(|id| self.key(prefix, id.as_ref())).collect();
             let raws = self
                 .inner
                 .backend
-                .mget(&keys, self.inner.batch_size)
+                .mget(keys, self.inner.batch_size)
                 .await
                 .map_err(|e| self.failed(&counters, "get_many", e))?;
             let mut found = HashMap::with_capacity(ids.len());
             let mut remove = Vec::new();
-            for ((id, key), raw) in ids.into_iter().zip(keys).zip(raws) {
-                match self.classify::<T>(&key, raw, &counters) {
+            for (id, raw) in ids.into_iter().zip(raws) {
+                let id = id.as_ref();
+                match self.classify::<T>(id, raw, &counters) {
                     (Some(entry), _) => {
-                        found.insert(id, entry.data);
+                        found.insert(id.to_owned(), entry.data);
                     }
-                    (None, true) => remove.push(key),
+                    (None, true) => remove.push(self.key(prefix, id)),
                     (None, false) => {}
                 }
             }

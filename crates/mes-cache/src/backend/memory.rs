@@ -139,14 +139,18 @@ impl InMemoryStore {
     }
 
     pub(crate) fn get(&self, key: &str) -> Result<Raw, BoxError> {
-        Ok(self.live()?.entries.get(key).map(|(value, _)| value.clone()))
+        Ok(self
+            .live()?
+            .entries
+            .get(key)
+            .map(|(value, _)| value.clone().into()))
     }
 
     pub(crate) fn mget(&self, keys: &[String]) -> Result<Vec<Raw>, BoxError> {
         let state = self.live()?;
         Ok(keys
             .iter()
-            .map(|key| state.entries.get(key).map(|(value, _)| value.clone()))
+            .map(|key| state.entries.get(key).map(|(value, _)| value.clone().into()))
             .collect())
     }
 

@@ -21,20 +21,20 @@ pub(crate) enum Backend {
 }
 
 /// One value as read: `None` for a missing key.
-pub(crate) type Raw = Option<Vec<u8>>;
+pub(crate) type Raw = Option<fred::bytes::Bytes>;
 
 impl Backend {
-    pub(crate) async fn get(&self, key: &str) -> Result<Raw, BoxError> {
+    pub(crate) async fn get(&self, key: String) -> Result<Raw, BoxError> {
         match self {
             Self::Redis(r) => r.get(key).await,
-            Self::Memory(m) => m.get(key),
+            Self::Memory(m) => m.get(&key),
         }
     }
 
-    pub(crate) async fn mget(&self, keys: &[String], batch: usize) -> Result<Vec<Raw>, BoxError> {
+    pub(crate) async fn mget(&self, keys: Vec<String>, batch: usize) -> Result<Vec<Raw>, BoxError> {
         match self {
             Self::Redis(r) => r.mget(keys, batch).await,
-            Self::Memory(m) => m.mget(keys),
+            Self::Memory(m) => m.mget(&keys),
         }
     }
 

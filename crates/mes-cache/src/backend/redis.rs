@@ -21,7 +21,9 @@ pub(crate) struct RedisBackend {
 fn raw(value: Value) -> Raw {
     match value {
         Value::Null => None,
-        other => Some(other.as_bytes().map(<[u8]>::to_vec).unwrap_or_default()),
+        // Anything that is not a bulk string decodes as an empty value: a
+        // counted decode failure, never a panic.
+        other => Some(other.into_bytes().unwrap_or_default()),
     }
 }
 
@@ -104,7 +106,7 @@ impl RedisBackend {
         &self.pool
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Raw, BoxError> {
+    pub(crate) async fn get(&self, key: String) -> Result<Raw, BoxError> {
         let value: Value = self.pool.next().get(key).await?;
         Ok(raw(value))
     }
@@ -112,35 +114,41 @@ impl RedisBackend {
     /// One `MGET` per hash slot (one in all in standalone mode) and per
     /// `batch` keys; several are sent as one pipeline, which fred routes per
     /// command, so the slots of a cluster are read concurrently.
-    pub(crate) async fn mget(&self, keys: &[String], batch: usize) -> Result<Vec<Raw>, BoxError> {
-        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-        for (index, key) in keys.iter().enumerate() {
+    pub(crate) async fn mget(&self, keys: Vec<String>, batch: usize) -> Result<Vec<Raw>, BoxError> {
+        let batch = batch.max(1);
+        let client = self.pool.next();
+        let total = keys.len();
+        if !self.clustered && total <= batch {
+            let values: Vec<Value> = client.mget(keys).await?;
+            return Ok(values.into_iter().map(raw).collect());
+        }
+        let mut groups: BTreeMap<u16, Vec<(usize, String)>> = BTreeMap::new();
+        for (index, key) in keys.into_iter().enumerate() {
             let slot = if self.clustered {
                 fred::util::redis_keyslot(key.as_bytes())
             } else {
                 0
             };
-            groups.entry(slot).or_default().push(index);
+            groups.entry(slot).or_default().push((index, key));
         }
-        let chunks: Vec<&[usize]> = groups.values().flat_map(|g| g.chunks(batch.max(1))).collect();
-        let client = self.pool.next();
-        let mut out: Vec<Raw> = vec![None; keys.len()];
-        let replies: Vec<Vec<Value>> = if let [only] = chunks.as_slice() {
-            let args: Vec<&str> = only
-                .iter()
-                .filter_map(|i| keys.get(*i))
-                .map(String::as_str)
-                .collect();
-            vec![client.mget(args).await?]
+        let mut chunks: Vec<(Vec<usize>, Vec<String>)> = Vec::new();
+        for group in groups.into_values() {
+            let mut group = group.into_iter().peekable();
+            while group.peek().is_some() {
+                chunks.push(group.by_ref().take(batch).unzip());
+            }
+        }
+        let mut out: Vec<Raw> = vec![None; total];
+        let mut indices = Vec::with_capacity(chunks.len());
+        let replies: Vec<Vec<Value>> = if chunks.len() == 1 {
+            let (positions, keys) = chunks.pop().unwrap_or_default();
+            indices.push(positions);
+            vec![client.mget(keys).await?]
         } else {
             let pipeline = client.pipeline();
-            for chunk in &chunks {
-                let args: Vec<&str> = chunk
-                    .iter()
-                    .filter_map(|i| keys.get(*i))
-                    .map(String::as_str)
-                    .collect();
-                let () = pipeline.mget(args).await?;
+            for (positions, keys) in chunks {
+                indices.push(positions);
+                let () = pipeline.mget(keys).await?;
             }
             pipeline
                 .try_all::<Vec<Value>>()
@@ -148,8 +156,8 @@ impl RedisBackend {
                 .into_iter()
                 .collect::<Result<_, _>>()?
         };
-        for (chunk, values) in chunks.iter().zip(replies) {
-            for (index, value) in chunk.iter().zip(values) {
+        for (positions, values) in indices.iter().zip(replies) {
+            for (index, value) in positions.iter().zip(values) {
                 if let Some(slot) = out.get_mut(*index) {
                     *slot = raw(value);
                 }
@@ -169,16 +177,29 @@ impl RedisBackend {
             let _: Value = client.custom(setex(), args).await?;
             return Ok(());
         }
+        // Chunks of `batch` commands, one pipeline each, up to four in
+        // flight: the client encodes the next while Redis runs the last.
         let mut items = items.into_iter().peekable();
+        let mut chunks = Vec::new();
         while items.peek().is_some() {
-            let pipeline = client.pipeline();
-            for (key, ttl, value) in items.by_ref().take(batch.max(1)) {
-                let args: Vec<Value> = vec![key.into(), ttl_value(ttl), Value::Bytes(value.into())];
-                let () = pipeline.custom(setex(), args).await?;
+            chunks.push(items.by_ref().take(batch.max(1)).collect::<Vec<_>>());
+        }
+        let mut sends = futures::stream::iter(chunks.into_iter().map(|chunk| {
+            let pipeline = self.pool.next().pipeline();
+            async move {
+                for (key, ttl, value) in chunk {
+                    let args: Vec<Value> = vec![key.into(), ttl_value(ttl), Value::Bytes(value.into())];
+                    let () = pipeline.custom(setex(), args).await?;
+                }
+                for reply in pipeline.try_all::<Value>().await {
+                    reply?;
+                }
+                Ok::<(), fred::error::Error>(())
             }
-            for reply in pipeline.try_all::<Value>().await {
-                reply?;
-            }
+        }))
+        .buffer_unordered(4);
+        while let Some(sent) = sends.next().await {
+            sent?;
         }
         Ok(())
     }
