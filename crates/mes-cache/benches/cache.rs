@@ -107,11 +107,16 @@ where
     (per_task * tasks) as f64 / started.elapsed().as_secs_f64()
 }
 
-fn report(name: &str, ours: f64, baseline_name: &str, baseline: f64, unit: &str) {
+/// Medians of both sides and the median of the per-round ratios (rounds
+/// are paired, so load drifting on a shared machine hits both sides alike).
+fn report(name: &str, ours: &[f64], baseline_name: &str, baseline: &[f64], unit: &str) {
+    let ratios: Vec<f64> = ours.iter().zip(baseline).map(|(o, b)| o / b).collect();
+    let ratio = median(ratios);
     println!(
-        "{name:<44} {ours:>12.0} {unit}   {baseline_name:<34} {baseline:>12.0} {unit}   ratio {:.3} (overhead {:+.1}%)",
-        ours / baseline,
-        (baseline / ours - 1.0) * 100.0
+        "{name:<44} {:>12.0} {unit}   {baseline_name:<34} {:>12.0} {unit}   ratio {ratio:.3} (overhead {:+.1}%)",
+        median(ours.to_vec()),
+        median(baseline.to_vec()),
+        (1.0 / ratio - 1.0) * 100.0
     );
 }
 
@@ -170,19 +175,18 @@ impl Bench {
                 .await,
             );
         }
-        let cache = median(cache_rates);
         report(
             "get (32 tasks)",
-            cache,
+            &cache_rates,
             "raw fred GET + same JSON decode",
-            median(raw_rates),
+            &raw_rates,
             "op/s",
         );
         report(
             "get (32 tasks)",
-            cache,
+            &cache_rates,
             "raw fred GET, no decode",
-            median(bytes_rates),
+            &bytes_rates,
             "op/s",
         );
     }
@@ -261,19 +265,18 @@ impl Bench {
                 .await,
             );
         }
-        let cache = median(cache_rates);
         report(
             "get_many(100) (8 tasks)",
-            cache,
+            &cache_rates,
             "raw fred MGET + same JSON decode",
-            median(raw_rates),
+            &raw_rates,
             "call/s",
         );
         report(
             "get_many(100) (8 tasks)",
-            cache,
+            &cache_rates,
             "raw fred MGET, no decode",
-            median(bytes_rates),
+            &bytes_rates,
             "call/s",
         );
     }
@@ -368,16 +371,16 @@ impl Bench {
         }
         report(
             &format!("set_many(10_000), {value_size} B values, 1 conn"),
-            median(rates.clone()),
+            &rates,
             "redis-benchmark SET -P 1000 -c 1",
-            median(baseline),
+            &baseline,
             "key/s",
         );
         report(
             &format!("set_many(10_000), {value_size} B values, 1 conn"),
-            median(rates),
+            &rates,
             "raw fred pipelined SETEX, pre-encoded",
-            median(raw_rates),
+            &raw_rates,
             "key/s",
         );
         self.cache.invalidate_all(&CacheKeyPrefix::Tool).await.unwrap();
@@ -521,7 +524,7 @@ fn rss_kib() -> u64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
@@ -545,7 +548,7 @@ fn main() {
             cache,
             raw,
             port,
-            rounds: if quick { 3 } else { 5 },
+            rounds: if quick { 3 } else { 7 },
         };
         let entries: Vec<(String, Part)> = (0..KEYS).map(|i| (format!("P-{i}"), part(i))).collect();
         bench

@@ -120,3 +120,8 @@ pub use prefix::{CacheEntity, CacheKeyPrefix, escape_glob};
 pub use stats::{CacheCounters, CacheStats};
 pub use typed::PrefixCache;
 pub use warm::{WarmHandle, WarmOptions};
+
+// The README's example is compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
