@@ -3,8 +3,9 @@
 //! spare ports in a temporary folder (`--save "" --appendonly no`) and
 //! stopped when the returned value is dropped.
 //!
-//! `MES_TEST_REDIS_URL` and `MES_TEST_REDIS_CLUSTER_URL`, when both already
-//! set, are used as they are and nothing is started. `MES_REDIS_SERVER`,
+//! A master watched by one Sentinel is started too. `MES_TEST_REDIS_URL`,
+//! `MES_TEST_REDIS_CLUSTER_URL` and `MES_TEST_REDIS_SENTINEL_URL`, when
+//! already set, are used as they are and only what is missing is started. `MES_REDIS_SERVER`,
 //! `MES_REDIS_CLI` and `MES_REDIS_BENCHMARK` name the binaries (default: the
 //! ones on `PATH`).
 
@@ -17,6 +18,7 @@ use crate::{Result, run, workspace_root};
 
 const STANDALONE_VAR: &str = "MES_TEST_REDIS_URL";
 const CLUSTER_VAR: &str = "MES_TEST_REDIS_CLUSTER_URL";
+const SENTINEL_VAR: &str = "MES_TEST_REDIS_SENTINEL_URL";
 
 fn binary(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
@@ -36,24 +38,13 @@ impl RedisServices {
         self.env.clone()
     }
 
-    /// Uses `MES_TEST_REDIS_URL` / `MES_TEST_REDIS_CLUSTER_URL` when both are
-    /// set; otherwise starts a standalone server and a 3-master cluster.
+    /// Uses `MES_TEST_REDIS_URL`, `MES_TEST_REDIS_CLUSTER_URL` and
+    /// `MES_TEST_REDIS_SENTINEL_URL` when set; starts what is missing: a
+    /// standalone server, a 3-master cluster, a master with a Sentinel.
     pub(crate) fn provide() -> Result<Self> {
-        let standalone = std::env::var(STANDALONE_VAR).ok().filter(|v| !v.is_empty());
-        let cluster = std::env::var(CLUSTER_VAR).ok().filter(|v| !v.is_empty());
-        if let (Some(standalone), Some(cluster)) = (&standalone, &cluster) {
-            eprintln!("xtask: using {STANDALONE_VAR}={standalone} and {CLUSTER_VAR}={cluster}");
-            return Ok(Self {
-                children: Vec::new(),
-                dir: None,
-                env: vec![
-                    (STANDALONE_VAR, standalone.clone()),
-                    (CLUSTER_VAR, cluster.clone()),
-                ],
-            });
-        }
+        let given = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
         let mut services = Self::empty()?;
-        let url = match standalone {
+        let url = match given(STANDALONE_VAR) {
             Some(url) => url,
             None => {
                 let port = services.start_server(&[])?;
@@ -61,11 +52,16 @@ impl RedisServices {
             }
         };
         services.env.push((STANDALONE_VAR, url));
-        let cluster_url = match cluster {
+        let cluster_url = match given(CLUSTER_VAR) {
             Some(url) => url,
             None => services.start_cluster()?,
         };
         services.env.push((CLUSTER_VAR, cluster_url));
+        let sentinel_url = match given(SENTINEL_VAR) {
+            Some(url) => url,
+            None => services.start_sentinel()?,
+        };
+        services.env.push((SENTINEL_VAR, sentinel_url));
         for (name, value) in &services.env {
             eprintln!("xtask: {name}={value}");
         }
@@ -160,6 +156,43 @@ impl RedisServices {
         };
         let query: Vec<String> = rest.iter().map(|n| format!("node={n}")).collect();
         Ok(format!("redis-cluster://{first}?{}", query.join("&")))
+    }
+
+    /// Starts a master and one Sentinel monitoring it as `mymaster`; returns
+    /// the `redis-sentinel://` URL.
+    fn start_sentinel(&mut self) -> Result<String> {
+        let master = self.start_server(&[])?;
+        let port = spare_port()?;
+        let node_dir = self.dir().join(format!("sentinel-{port}"));
+        std::fs::create_dir_all(&node_dir)?;
+        let config = node_dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds mymaster 5000\n",
+                node_dir.display()
+            ),
+        )?;
+        let log = std::fs::File::create(node_dir.join("sentinel.log"))?;
+        let child = Command::new(binary("MES_REDIS_SERVER", "redis-server"))
+            .arg(&config)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start a Sentinel: {e}"))?;
+        self.children.push(child);
+        wait_until(
+            port,
+            &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+            &master.to_string(),
+        )?;
+        Ok(format!(
+            "redis-sentinel://127.0.0.1:{port}?sentinelServiceName=mymaster"
+        ))
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 pub enum Target {
     Standalone,
     Cluster,
+    Sentinel,
     Memory,
 }
 
@@ -85,6 +86,10 @@ pub fn url(target: Target) -> Option<String> {
             "MES_TEST_REDIS_CLUSTER_URL",
             "Redis Cluster of three masters (redis-cluster://host:port?node=...)",
         )),
+        Target::Sentinel => Some(mes_testkit::required_env(
+            "MES_TEST_REDIS_SENTINEL_URL",
+            "Redis master behind a Sentinel (redis-sentinel://host:port?sentinelServiceName=...)",
+        )),
         Target::Memory => None,
     }
 }
@@ -125,6 +130,12 @@ impl Harness {
             assert!(
                 cache.fred_pool().unwrap().is_clustered(),
                 "the cluster URL must reach a cluster"
+            );
+        }
+        if target == Target::Sentinel {
+            assert!(
+                cache.fred_pool().unwrap().next().uses_sentinels(),
+                "connected through the Sentinel"
             );
         }
         Self {
