@@ -127,53 +127,67 @@ impl Bench {
         let keys = Arc::clone(&ids);
         let (tasks, total) = (32, 40_000);
         let (mut cache_rates, mut raw_rates, mut bytes_rates) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..self.rounds {
-            let (cache, ids2) = (self.cache.clone(), Arc::clone(&ids));
-            cache_rates.push(
-                throughput(tasks, total, move |i| {
-                    let (cache, ids) = (cache.clone(), Arc::clone(&ids2));
-                    async move {
-                        let found: Option<Part> =
-                            cache.get(&CacheKeyPrefix::Part, &ids[i % KEYS]).await.unwrap();
-                        assert!(found.is_some());
+        // Paired rounds; the order alternates so drift hits every side alike.
+        for round in 0..self.rounds {
+            for step in 0..3 {
+                match if round % 2 == 0 { step } else { 2 - step } {
+                    0 => {
+                        let (cache, ids2) = (self.cache.clone(), Arc::clone(&ids));
+                        cache_rates.push(
+                            throughput(tasks, total, move |i| {
+                                let (cache, ids) = (cache.clone(), Arc::clone(&ids2));
+                                async move {
+                                    let found: Option<Part> =
+                                        cache.get(&CacheKeyPrefix::Part, &ids[i % KEYS]).await.unwrap();
+                                    assert!(found.is_some());
+                                }
+                            })
+                            .await,
+                        );
                     }
-                })
-                .await,
-            );
-            let (raw, keys2) = (self.raw.clone(), Arc::clone(&keys));
-            raw_rates.push(
-                throughput(tasks, total, move |i| {
-                    let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
-                    async move {
-                        let value: Value = raw
-                            .next()
-                            .get(format!("mes:bench:part:{}", keys[i % KEYS]))
-                            .await
-                            .unwrap();
-                        let envelope: RawEnvelope =
-                            serde_json::from_slice(value.as_bytes().unwrap_or_else(|| panic!("{value:?}")))
-                                .unwrap();
-                        assert!(now_ms().saturating_sub(envelope.cached_at) <= envelope.ttl * 1000);
-                        std::hint::black_box(envelope.data);
+                    1 => {
+                        let (raw, keys2) = (self.raw.clone(), Arc::clone(&keys));
+                        raw_rates.push(
+                            throughput(tasks, total, move |i| {
+                                let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
+                                async move {
+                                    let value: Value = raw
+                                        .next()
+                                        .get(format!("mes:bench:part:{}", keys[i % KEYS]))
+                                        .await
+                                        .unwrap();
+                                    let envelope: RawEnvelope = serde_json::from_slice(
+                                        value.as_bytes().unwrap_or_else(|| panic!("{value:?}")),
+                                    )
+                                    .unwrap();
+                                    assert!(
+                                        now_ms().saturating_sub(envelope.cached_at) <= envelope.ttl * 1000
+                                    );
+                                    std::hint::black_box(envelope.data);
+                                }
+                            })
+                            .await,
+                        );
                     }
-                })
-                .await,
-            );
-            let (raw, keys2) = (self.raw.clone(), Arc::clone(&keys));
-            bytes_rates.push(
-                throughput(tasks, total, move |i| {
-                    let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
-                    async move {
-                        let value: Value = raw
-                            .next()
-                            .get(format!("mes:bench:part:{}", keys[i % KEYS]))
-                            .await
-                            .unwrap();
-                        std::hint::black_box(value);
+                    _ => {
+                        let (raw, keys2) = (self.raw.clone(), Arc::clone(&keys));
+                        bytes_rates.push(
+                            throughput(tasks, total, move |i| {
+                                let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
+                                async move {
+                                    let value: Value = raw
+                                        .next()
+                                        .get(format!("mes:bench:part:{}", keys[i % KEYS]))
+                                        .await
+                                        .unwrap();
+                                    std::hint::black_box(value);
+                                }
+                            })
+                            .await,
+                        );
                     }
-                })
-                .await,
-            );
+                }
+            }
         }
         report(
             "get (32 tasks)",
@@ -197,73 +211,90 @@ impl Bench {
         let keys = Arc::clone(&ids);
         let (tasks, total) = (8, 2_000);
         let (mut cache_rates, mut raw_rates, mut bytes_rates) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..self.rounds {
-            let (cache, ids2) = (self.cache.clone(), Arc::clone(&ids));
-            cache_rates.push(
-                throughput(tasks, total, move |i| {
-                    let (cache, ids) = (cache.clone(), Arc::clone(&ids2));
-                    async move {
-                        let start = (i * 100) % (KEYS - 100);
-                        let found = cache
-                            .get_many::<Part, _, _>(&CacheKeyPrefix::Part, &ids[start..start + 100])
-                            .await
-                            .unwrap();
-                        assert_eq!(found.len(), 100);
+        // Paired rounds; the order alternates so drift hits every side alike.
+        for round in 0..self.rounds {
+            for step in 0..3 {
+                match if round % 2 == 0 { step } else { 2 - step } {
+                    0 => {
+                        let (cache, ids2) = (self.cache.clone(), Arc::clone(&ids));
+                        cache_rates.push(
+                            throughput(tasks, total, move |i| {
+                                let (cache, ids) = (cache.clone(), Arc::clone(&ids2));
+                                async move {
+                                    let start = (i * 100) % (KEYS - 100);
+                                    let found = cache
+                                        .get_many::<Part, _, _>(
+                                            &CacheKeyPrefix::Part,
+                                            &ids[start..start + 100],
+                                        )
+                                        .await
+                                        .unwrap();
+                                    assert_eq!(found.len(), 100);
+                                }
+                            })
+                            .await,
+                        );
                     }
-                })
-                .await,
-            );
-            let (raw, keys2) = (self.raw.clone(), Arc::clone(&keys));
-            raw_rates.push(
-                throughput(tasks, total, move |i| {
-                    let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
-                    async move {
-                        let start = (i * 100) % (KEYS - 100);
-                        let values: Vec<Value> = raw
-                            .next()
-                            .mget(
-                                keys[start..start + 100]
-                                    .iter()
-                                    .map(|id| format!("mes:bench:part:{id}"))
-                                    .collect::<Vec<_>>(),
-                            )
-                            .await
-                            .unwrap();
-                        let mut found = std::collections::HashMap::with_capacity(100);
-                        for (n, value) in values.into_iter().enumerate() {
-                            let envelope: RawEnvelope = serde_json::from_slice(
-                                value.as_bytes().unwrap_or_else(|| panic!("{value:?}")),
-                            )
-                            .unwrap();
-                            assert!(now_ms().saturating_sub(envelope.cached_at) <= envelope.ttl * 1000);
-                            found.insert(format!("P-{}", start + n), envelope.data);
-                        }
-                        assert_eq!(found.len(), 100);
+                    1 => {
+                        let (raw, keys2) = (self.raw.clone(), Arc::clone(&keys));
+                        raw_rates.push(
+                            throughput(tasks, total, move |i| {
+                                let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
+                                async move {
+                                    let start = (i * 100) % (KEYS - 100);
+                                    let values: Vec<Value> = raw
+                                        .next()
+                                        .mget(
+                                            keys[start..start + 100]
+                                                .iter()
+                                                .map(|id| format!("mes:bench:part:{id}"))
+                                                .collect::<Vec<_>>(),
+                                        )
+                                        .await
+                                        .unwrap();
+                                    let mut found = std::collections::HashMap::with_capacity(100);
+                                    for (n, value) in values.into_iter().enumerate() {
+                                        let envelope: RawEnvelope = serde_json::from_slice(
+                                            value.as_bytes().unwrap_or_else(|| panic!("{value:?}")),
+                                        )
+                                        .unwrap();
+                                        assert!(
+                                            now_ms().saturating_sub(envelope.cached_at)
+                                                <= envelope.ttl * 1000
+                                        );
+                                        found.insert(format!("P-{}", start + n), envelope.data);
+                                    }
+                                    assert_eq!(found.len(), 100);
+                                }
+                            })
+                            .await,
+                        );
                     }
-                })
-                .await,
-            );
-            let (raw, keys2) = (self.raw.clone(), Arc::clone(&keys));
-            bytes_rates.push(
-                throughput(tasks, total, move |i| {
-                    let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
-                    async move {
-                        let start = (i * 100) % (KEYS - 100);
-                        let values: Vec<Value> = raw
-                            .next()
-                            .mget(
-                                keys[start..start + 100]
-                                    .iter()
-                                    .map(|id| format!("mes:bench:part:{id}"))
-                                    .collect::<Vec<_>>(),
-                            )
-                            .await
-                            .unwrap();
-                        std::hint::black_box(values);
+                    _ => {
+                        let (raw, keys2) = (self.raw.clone(), Arc::clone(&keys));
+                        bytes_rates.push(
+                            throughput(tasks, total, move |i| {
+                                let (raw, keys) = (raw.clone(), Arc::clone(&keys2));
+                                async move {
+                                    let start = (i * 100) % (KEYS - 100);
+                                    let values: Vec<Value> = raw
+                                        .next()
+                                        .mget(
+                                            keys[start..start + 100]
+                                                .iter()
+                                                .map(|id| format!("mes:bench:part:{id}"))
+                                                .collect::<Vec<_>>(),
+                                        )
+                                        .await
+                                        .unwrap();
+                                    std::hint::black_box(values);
+                                }
+                            })
+                            .await,
+                        );
                     }
-                })
-                .await,
-            );
+                }
+            }
         }
         report(
             "get_many(100) (8 tasks)",

@@ -57,6 +57,15 @@ struct Flight {
     waiters: AtomicUsize,
 }
 
+/// Decrements a flight's waiter count when dropped.
+struct Waiting<'a>(&'a Flight);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -679,6 +688,8 @@ impl ReferenceDataCache {
         let key = self.key(prefix, id);
         let flight = Arc::clone(lock(&self.inner.flights).entry(key.clone()).or_default());
         flight.waiters.fetch_add(1, Ordering::SeqCst);
+        // Counted out however this call ends, cancellation included.
+        let waiting = Waiting(&flight);
         let mut mine: Option<T> = None;
         let mut own_error: Option<Error> = None;
         let (mine_ref, error_ref) = (&mut mine, &mut own_error);
@@ -712,7 +723,7 @@ impl ReferenceDataCache {
             })
             .await
             .clone();
-        flight.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(waiting);
         {
             let mut flights = lock(&self.inner.flights);
             if flights
