@@ -82,15 +82,30 @@ struct Bench {
     rounds: usize,
 }
 
+/// CPU time this process has used so far, in nanoseconds (the sum over
+/// its threads of `/proc/self/task/*/schedstat`).
+fn cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+                .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Operations per second of `total` calls of `op` spread over `tasks`
-/// concurrent tasks.
-async fn throughput<F, Fut>(tasks: usize, total: usize, op: F) -> f64
+/// concurrent tasks, and the client CPU time per operation in µs (which a
+/// busy shared machine disturbs much less than the wall clock).
+async fn throughput<F, Fut>(tasks: usize, total: usize, op: F) -> (f64, f64)
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let op = Arc::new(op);
     let per_task = total / tasks;
+    let cpu_before = cpu_ns();
     let started = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
@@ -104,12 +119,30 @@ where
     for handle in handles {
         handle.await.unwrap();
     }
-    (per_task * tasks) as f64 / started.elapsed().as_secs_f64()
+    let ops = (per_task * tasks) as f64;
+    let elapsed = started.elapsed().as_secs_f64();
+    (ops / elapsed, (cpu_ns() - cpu_before) as f64 / 1e3 / ops)
 }
 
 /// Medians of both sides and the median of the per-round ratios (rounds
 /// are paired, so load drifting on a shared machine hits both sides alike).
-fn report(name: &str, ours: &[f64], baseline_name: &str, baseline: &[f64], unit: &str) {
+fn report(name: &str, ours: &[(f64, f64)], baseline_name: &str, baseline: &[(f64, f64)], unit: &str) {
+    let rates = |v: &[(f64, f64)]| v.iter().map(|s| s.0).collect::<Vec<_>>();
+    report_rates(name, &rates(ours), baseline_name, &rates(baseline), unit);
+    let cpu = |v: &[(f64, f64)]| v.iter().map(|s| s.1).collect::<Vec<_>>();
+    let ratios: Vec<f64> = ours.iter().zip(baseline).map(|(o, b)| o.1 / b.1).collect();
+    println!(
+        "{:<44} {:>12.2} µs CPU/op {:<34} {:>9.2} µs CPU/op ratio {:.3} (overhead {:+.1}%)",
+        "",
+        median(cpu(ours)),
+        "",
+        median(cpu(baseline)),
+        median(ratios.clone()),
+        (median(ratios) - 1.0) * 100.0
+    );
+}
+
+fn report_rates(name: &str, ours: &[f64], baseline_name: &str, baseline: &[f64], unit: &str) {
     let ratios: Vec<f64> = ours.iter().zip(baseline).map(|(o, b)| o / b).collect();
     let ratio = median(ratios);
     println!(
@@ -400,14 +433,14 @@ impl Bench {
             let rps: f64 = line.split(',').nth(1).unwrap().trim_matches('"').parse().unwrap();
             baseline.push(rps);
         }
-        report(
+        report_rates(
             &format!("set_many(10_000), {value_size} B values, 1 conn"),
             &rates,
             "redis-benchmark SET -P 1000 -c 1",
             &baseline,
             "key/s",
         );
-        report(
+        report_rates(
             &format!("set_many(10_000), {value_size} B values, 1 conn"),
             &rates,
             "raw fred pipelined SETEX, pre-encoded",
