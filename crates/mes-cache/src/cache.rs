@@ -86,7 +86,7 @@ fn ttl_secs(ttl: Duration) -> Result<u64> {
     if ttl < Duration::from_secs(1) {
         return Err(Error::InvalidTtl { ttl });
     }
-    Ok(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
+    Ok(ttl.as_secs().saturating_add(u64::from(ttl.subsec_nanos() > 0)))
 }
 
 impl fmt::Debug for ReferenceDataCache {

@@ -124,7 +124,7 @@ impl ReferenceDataCache {
     ///
     /// # Errors
     /// The first run's: [`Error::Loader`], or those of `set_many`. No task is
-    /// started then.
+    /// started then. [`Error::InvalidConfig`] for a zero period.
     pub async fn warm_cache<T, F, Fut, E>(
         &self,
         prefix: &CacheKeyPrefix,
@@ -137,6 +137,9 @@ impl ReferenceDataCache {
         Fut: Future<Output = std::result::Result<Vec<(String, T)>, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
+        if options.refresh_every == Some(Duration::ZERO) {
+            return Err(Error::config("the warming period must be longer than zero"));
+        }
         let written = warm_once(self, prefix, &loader, options.ttl).await?;
         let counters = Arc::new(WarmCounters::default());
         counters.runs.store(1, Ordering::SeqCst);

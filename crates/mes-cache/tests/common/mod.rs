@@ -749,6 +749,17 @@ pub async fn periodic_warming(target: Target) {
         .await;
     assert!(matches!(failed, Err(Error::Loader { .. })));
 
+    // A zero period is refused up front.
+    let zero = h
+        .cache
+        .warm_cache(
+            &CacheKeyPrefix::Tool,
+            || async { Ok::<_, Error>(vec![("T-1".to_owned(), 1)]) },
+            WarmOptions::every(Duration::ZERO),
+        )
+        .await;
+    assert!(matches!(zero, Err(Error::InvalidConfig { .. })));
+
     // close() stops the warmer, even in the middle of a run.
     let cache = h.cache.clone();
     cache.clear_all().await.unwrap();
