@@ -30,9 +30,10 @@ Services and tools are cached outside the clone under $MES_TOOLS_CACHE
 Environment:
   MES_TEST_PYTHON   Python with the `cloudevents` package (else a cached venv).
   MES_TOOLS_CACHE   Where built tools and environments are kept.
-  MES_TEST_REDIS_URL, MES_TEST_REDIS_CLUSTER_URL, MES_TEST_REDIS_SENTINEL_URL
-                    Redis standalone, Cluster and Sentinel for the suites; `test`
-                    starts private redis-server processes for those unset.
+  MES_TEST_REDIS_URL, MES_TEST_REDIS_CLUSTER_URL, MES_TEST_REDIS_SENTINEL_URL,
+  MES_TEST_REDIS_TLS_URL (+ MES_TEST_REDIS_TLS_CA)
+                    Redis standalone, Cluster, Sentinel and TLS for the suites;
+                    `test` starts private redis-server processes for those unset.
 ";
 
 fn main() -> ExitCode {

@@ -3,7 +3,8 @@
 //! spare ports in a temporary folder (`--save "" --appendonly no`) and
 //! stopped when the returned value is dropped.
 //!
-//! A master watched by one Sentinel is started too. `MES_TEST_REDIS_URL`,
+//! A master watched by one Sentinel and a TLS-only server (with a throwaway
+//! CA made by `openssl`) are started too. `MES_TEST_REDIS_URL`,
 //! `MES_TEST_REDIS_CLUSTER_URL` and `MES_TEST_REDIS_SENTINEL_URL`, when
 //! already set, are used as they are and only what is missing is started. `MES_REDIS_SERVER`,
 //! `MES_REDIS_CLI` and `MES_REDIS_BENCHMARK` name the binaries (default: the
@@ -19,6 +20,8 @@ use crate::{Result, run, workspace_root};
 const STANDALONE_VAR: &str = "MES_TEST_REDIS_URL";
 const CLUSTER_VAR: &str = "MES_TEST_REDIS_CLUSTER_URL";
 const SENTINEL_VAR: &str = "MES_TEST_REDIS_SENTINEL_URL";
+const TLS_VAR: &str = "MES_TEST_REDIS_TLS_URL";
+const TLS_CA_VAR: &str = "MES_TEST_REDIS_TLS_CA";
 
 fn binary(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
@@ -62,6 +65,19 @@ impl RedisServices {
             None => services.start_sentinel()?,
         };
         services.env.push((SENTINEL_VAR, sentinel_url));
+        match given(TLS_VAR) {
+            Some(url) => {
+                services.env.push((TLS_VAR, url));
+                services
+                    .env
+                    .push((TLS_CA_VAR, given(TLS_CA_VAR).unwrap_or_default()));
+            }
+            None => {
+                let (url, ca) = services.start_tls()?;
+                services.env.push((TLS_VAR, url));
+                services.env.push((TLS_CA_VAR, ca));
+            }
+        }
         for (name, value) in &services.env {
             eprintln!("xtask: {name}={value}");
         }
@@ -115,6 +131,94 @@ impl RedisServices {
         self.children.push(child);
         wait_until(port, &["PING"], "PONG")?;
         Ok(port)
+    }
+
+    /// Makes a throwaway CA and a server certificate for `localhost` and
+    /// 127.0.0.1 with `openssl`, starts a TLS-only server; returns the
+    /// `rediss://` URL and the CA's PEM path.
+    fn start_tls(&mut self) -> Result<(String, String)> {
+        let dir = self.dir().join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let openssl = |args: &[&str]| -> Result<()> {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run openssl (needed for the TLS test server): {e}"))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+                .into())
+            }
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mes-test-ca",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ])?;
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n")?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ])?;
+        let path = |name: &str| dir.join(name).display().to_string();
+        let tls_port = spare_port()?.to_string();
+        let (cert, key, ca) = (path("server.crt"), path("server.key"), path("ca.crt"));
+        // The server also listens in plain text on its own port (for the
+        // readiness check); the suite uses only the TLS port.
+        self.start_server(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ])?;
+        Ok((format!("rediss://localhost:{tls_port}"), ca))
     }
 
     /// Starts three cluster-enabled servers, joins them as three masters

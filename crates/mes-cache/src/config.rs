@@ -99,6 +99,7 @@ pub struct CacheConfig {
     pub(crate) scan_page_size: u32,
     pub(crate) batch_size: usize,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tls_roots_pem: Option<Vec<u8>>,
 }
 
 impl CacheConfig {
@@ -125,6 +126,7 @@ impl CacheConfig {
             scan_page_size: 1000,
             batch_size: 1000,
             clock: Arc::new(SystemClock),
+            tls_roots_pem: None,
         })
     }
 
@@ -224,6 +226,15 @@ impl CacheConfig {
         self
     }
 
+    /// Extra trusted root certificates (PEM) for `rediss://`, e.g. the
+    /// company's internal CA, in addition to the system's (and those of
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR`). Needs the `tls` feature to matter.
+    #[must_use]
+    pub fn tls_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots_pem = Some(pem.into());
+        self
+    }
+
     /// The URL with any password replaced by `***`.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url.0)
@@ -268,6 +279,7 @@ impl Default for CacheConfig {
             scan_page_size: 1000,
             batch_size: 1000,
             clock: Arc::new(SystemClock),
+            tls_roots_pem: None,
         }
     }
 }
@@ -295,6 +307,7 @@ impl fmt::Debug for CacheConfig {
             .field("scan_page_size", &self.scan_page_size)
             .field("batch_size", &self.batch_size)
             .field("clock", &self.clock)
+            .field("tls_roots_pem", &self.tls_roots_pem.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -305,19 +318,100 @@ impl fmt::Display for CacheConfig {
     }
 }
 
+/// Splits a `rediss…://` URL into the same URL without TLS and `true`:
+/// fred's own TLS set-up (`ClientConfig::builder()`) panics when more than
+/// one rustls crypto provider is compiled in, so the cache builds the TLS
+/// configuration itself with an explicit provider.
+fn without_tls(url: &str) -> (String, bool) {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("rediss") => {
+            (format!("redis{}://{rest}", &scheme["rediss".len()..]), true)
+        }
+        _ => (url.to_owned(), false),
+    }
+}
+
 fn validate_url(url: &str) -> Result<()> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    if scheme.starts_with("rediss") && !cfg!(feature = "tls") {
+    let (plain, tls) = without_tls(url);
+    if tls && !cfg!(feature = "tls") {
         return Err(Error::config(format!(
-            "a {scheme}:// URL needs mes-cache's `tls` feature"
+            "a {}:// URL needs mes-cache's `tls` feature",
+            url.split("://").next().unwrap_or_default()
         )));
     }
-    fred::types::config::Config::from_url(url)
+    fred::types::config::Config::from_url(&plain)
         .map(drop)
         .map_err(|e| Error::InvalidConfig {
             reason: format!("cannot parse the Redis URL {}", redact_url(url)),
             source: Some(Box::new(e)),
         })
+}
+
+impl CacheConfig {
+    /// fred's configuration: the URL, credentials and TLS.
+    pub(crate) fn fred_config(&self) -> Result<fred::types::config::Config> {
+        validate_url(&self.url.0)?;
+        let (plain, tls) = without_tls(&self.url.0);
+        let mut config = fred::types::config::Config::from_url(&plain).map_err(|e| Error::InvalidConfig {
+            reason: format!("cannot parse the Redis URL {}", self.redacted_url()),
+            source: Some(Box::new(e)),
+        })?;
+        if let Some(username) = &self.username {
+            config.username = Some(username.clone());
+        }
+        if let Some(password) = &self.password {
+            config.password = Some(password.0.clone());
+        }
+        if tls {
+            #[cfg(feature = "tls")]
+            {
+                config.tls = Some(rustls_config(self.tls_roots_pem.as_deref())?);
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// TLS through rustls with the ring provider, trusting the system's roots
+/// (or those of `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+#[cfg(feature = "tls")]
+fn rustls_config(extra_pem: Option<&[u8]>) -> Result<fred::types::config::TlsConfig> {
+    use fred::rustls;
+    use fred::rustls::pki_types::CertificateDer;
+    use fred::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = extra_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| Error::InvalidConfig {
+                reason: "TLS: unreadable root certificate PEM".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
+            roots.add(cert).map_err(|e| Error::InvalidConfig {
+                reason: "TLS: unusable root certificate".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
+        }
+    }
+    let native = fred::rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A certificate rustls cannot use is skipped, like browsers do.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(Error::config(
+            "TLS: no trusted root certificate found (system store, SSL_CERT_FILE or SSL_CERT_DIR)",
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::InvalidConfig {
+            reason: "TLS: cannot set up rustls".to_owned(),
+            source: Some(Box::new(e)),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(fred::types::config::TlsConnector::from(config).into())
 }
 
 /// Replaces the password of the user-info part, and the value of any query

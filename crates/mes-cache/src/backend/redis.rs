@@ -37,17 +37,7 @@ fn millis(d: std::time::Duration) -> u32 {
 
 impl RedisBackend {
     pub(crate) async fn connect(config: &CacheConfig) -> Result<Self> {
-        let mut fred_config =
-            fred::types::config::Config::from_url(&config.url.0).map_err(|e| Error::InvalidConfig {
-                reason: format!("cannot parse the Redis URL {}", config.redacted_url()),
-                source: Some(Box::new(e)),
-            })?;
-        if let Some(username) = &config.username {
-            fred_config.username = Some(username.clone());
-        }
-        if let Some(password) = &config.password {
-            fred_config.password = Some(password.0.clone());
-        }
+        let fred_config = config.fred_config()?;
         let mut builder = fred::types::Builder::from_config(fred_config);
         builder
             .with_connection_config(|c| {

@@ -24,6 +24,7 @@ pub enum Target {
     Standalone,
     Cluster,
     Sentinel,
+    Tls,
     Memory,
 }
 
@@ -90,6 +91,10 @@ pub fn url(target: Target) -> Option<String> {
             "MES_TEST_REDIS_SENTINEL_URL",
             "Redis master behind a Sentinel (redis-sentinel://host:port?sentinelServiceName=...)",
         )),
+        Target::Tls => Some(mes_testkit::required_env(
+            "MES_TEST_REDIS_TLS_URL",
+            "Redis over TLS (rediss://host:port)",
+        )),
         Target::Memory => None,
     }
 }
@@ -106,6 +111,13 @@ pub async fn cache_with(
     .namespace(namespace)
     .clock(clock.clone())
     .batch_size(1000);
+    let config = match target {
+        Target::Tls => match std::env::var("MES_TEST_REDIS_TLS_CA") {
+            Ok(path) if !path.is_empty() => config.tls_root_certificates_pem(std::fs::read(&path).unwrap()),
+            _ => config,
+        },
+        _ => config,
+    };
     match target {
         Target::Memory => {
             let store = InMemoryStore::with_clock(clock.clone());
