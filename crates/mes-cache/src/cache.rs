@@ -519,6 +519,34 @@ impl ReferenceDataCache {
         .await
     }
 
+    /// Removes the entries of many ids (`UNLINK`, one per hash slot in
+    /// Cluster mode, pipelined). Returns how many existed.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn invalidate_many<I, S>(&self, prefix: &CacheKeyPrefix, ids: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let keys: Vec<String> = ids.into_iter().map(|id| self.key(prefix, id.as_ref())).collect();
+        let span = info_span!("mes_cache.invalidate_many", prefix = %prefix, count = keys.len());
+        async {
+            self.check_open()?;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            let counters = self.counters_for(prefix);
+            self.inner
+                .backend
+                .unlink(keys)
+                .await
+                .map_err(|e| self.failed(&counters, "invalidate_many", e))
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Removes every entry whose key, after the namespace and its `:`,
     /// matches the Redis glob `pattern`: `*` any run of characters
     /// (including `:`), `?` one character, `[abc]` / `[^a]` / `[a-z]` a

@@ -148,6 +148,18 @@ impl<T: Serialize + DeserializeOwned> PrefixCache<T> {
         self.cache.invalidate(&self.prefix, id).await
     }
 
+    /// See [`ReferenceDataCache::invalidate_many`].
+    ///
+    /// # Errors
+    /// As [`ReferenceDataCache::invalidate_many`].
+    pub async fn invalidate_many<I, S>(&self, ids: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.cache.invalidate_many(&self.prefix, ids).await
+    }
+
     /// See [`ReferenceDataCache::invalidate_all`].
     ///
     /// # Errors

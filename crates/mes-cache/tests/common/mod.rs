@@ -429,6 +429,19 @@ pub async fn get_many_and_set_many_across_slots(target: Target) {
     assert_eq!(h.raw_get(&h.key(&CacheKeyPrefix::Part, "P-7")).await, None);
     assert_eq!(parts.counters().decode_failures, 1);
 
+    // Many ids at once, across slots; absent ones are not counted.
+    let some: Vec<&str> = ids[..500]
+        .iter()
+        .map(String::as_str)
+        .chain(["P-missing"])
+        .collect();
+    let snapshot: Vec<(String, Part)> = parts.get_many(&some).await.unwrap().into_iter().collect();
+    assert_eq!(parts.invalidate_many(&some).await.unwrap(), 499); // P-7 was already removed
+    assert!(parts.get_many(&some).await.unwrap().is_empty());
+    parts
+        .set_many(snapshot.iter().map(|(id, p)| (id, p)), None)
+        .await
+        .unwrap();
     assert_eq!(parts.stats().await.unwrap().key_count, 2499);
     assert_eq!(parts.invalidate_all().await.unwrap(), 2499);
     assert_eq!(parts.stats().await.unwrap().key_count, 0);
