@@ -78,6 +78,11 @@ impl RedisServices {
                 services.env.push((TLS_CA_VAR, ca));
             }
         }
+        // For the suite that stops and restarts a server of its own.
+        services.env.push((
+            "MES_TEST_REDIS_SERVER_BIN",
+            binary("MES_REDIS_SERVER", "redis-server"),
+        ));
         for (name, value) in &services.env {
             eprintln!("xtask: {name}={value}");
         }
