@@ -21,6 +21,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::prefix::{CacheEntity, CacheKeyPrefix, escape_glob, key};
 use crate::stats::{CacheCounters, CacheStats, Counters, bump};
 use crate::typed::PrefixCache;
+use fred::bytes::Bytes;
 
 /// The reference data cache: typed reads and writes of the legacy
 /// `mes:cache:{prefix}:{id}` entries in Redis (standalone, Cluster or
@@ -233,45 +234,47 @@ impl ReferenceDataCache {
         error
     }
 
-    /// Decides what a read value is. Returns the entry, if usable, and
-    /// whether the key must be removed (expired or undecodable).
+    /// Decides what a read value is. Returns the entry, if usable, and the
+    /// value read when the key must be removed (expired or undecodable).
     fn classify<T: DeserializeOwned>(
         &self,
         id: &str,
         raw: Raw,
         counters: &Counters,
-    ) -> (Option<CacheEntry<T>>, bool) {
+    ) -> (Option<CacheEntry<T>>, Option<Bytes>) {
         let Some(bytes) = raw else {
             bump(&counters.misses, 1);
-            return (None, false);
+            return (None, None);
         };
         match decode::<T>(&bytes) {
             Ok(entry) if entry.is_expired_at(self.inner.clock.now_ms()) => {
                 bump(&counters.misses, 1);
                 bump(&counters.expired, 1);
                 debug!(id, "mes-cache: entry past its TTL, removing");
-                (None, true)
+                (None, Some(bytes))
             }
             Ok(entry) => {
                 bump(&counters.hits, 1);
-                (Some(entry), false)
+                (Some(entry), None)
             }
             Err(error) => {
                 bump(&counters.misses, 1);
                 bump(&counters.decode_failures, 1);
                 warn!(id, error = %error, "mes-cache: undecodable value counted as a miss and removed");
-                (None, true)
+                (None, Some(bytes))
             }
         }
     }
 
-    /// Removes expired or corrupt keys; a failure is logged and counted,
-    /// never returned (the read itself succeeded).
-    async fn remove_quietly(&self, keys: Vec<String>, counters: &Counters) {
-        if keys.is_empty() {
+    /// Removes expired or corrupt keys, each only if it still holds the
+    /// value that was read (a fresh entry another service wrote meanwhile
+    /// stays). A failure is logged and counted, never returned (the read
+    /// itself succeeded).
+    async fn remove_quietly(&self, stale: Vec<(String, Bytes)>, counters: &Counters) {
+        if stale.is_empty() {
             return;
         }
-        if let Err(source) = self.inner.backend.unlink(keys).await {
+        if let Err(source) = self.inner.backend.unlink_if_unchanged(stale).await {
             self.failed(counters, "unlink", source);
         }
     }
@@ -323,9 +326,9 @@ impl ReferenceDataCache {
                 .get(key.clone())
                 .await
                 .map_err(|e| self.failed(&counters, "get", e))?;
-            let (entry, remove) = self.classify::<T>(id, raw, &counters);
-            if remove {
-                self.remove_quietly(vec![key], &counters).await;
+            let (entry, stale) = self.classify::<T>(id, raw, &counters);
+            if let Some(stale) = stale {
+                self.remove_quietly(vec![(key, stale)], &counters).await;
             }
             Ok(entry)
         }
@@ -384,8 +387,8 @@ impl ReferenceDataCache {
                     (Some(entry), _) => {
                         found.insert(id.to_owned(), entry.data);
                     }
-                    (None, true) => remove.push(self.key(prefix, id)),
-                    (None, false) => {}
+                    (None, Some(stale)) => remove.push((self.key(prefix, id), stale)),
+                    (None, None) => {}
                 }
             }
             self.remove_quietly(remove, &counters).await;

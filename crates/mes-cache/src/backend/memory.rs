@@ -172,6 +172,25 @@ impl InMemoryStore {
             .count() as u64)
     }
 
+    pub(crate) fn unlink_if_unchanged(
+        &self,
+        stale: &[(String, fred::bytes::Bytes)],
+    ) -> Result<u64, BoxError> {
+        let mut state = self.live()?;
+        let mut removed = 0;
+        for (key, expected) in stale {
+            if state
+                .entries
+                .get(key)
+                .is_some_and(|(value, _)| value.as_slice() == expected.as_ref())
+            {
+                state.entries.remove(key);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     pub(crate) fn scan_unlink(&self, pattern: &str) -> Result<u64, BoxError> {
         let mut state = self.live()?;
         let before = state.entries.len();
@@ -205,5 +224,21 @@ impl InMemoryStore {
 
     pub(crate) fn ping(&self) -> Result<(), BoxError> {
         self.live().map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_and_delete_keeps_a_rewritten_value() {
+        let store = InMemoryStore::new();
+        store.insert_raw("a", "old", None);
+        store.insert_raw("b", "old", None);
+        store.insert_raw("b", "new", None); // rewritten after it was read
+        let stale = vec![("a".to_owned(), "old".into()), ("b".to_owned(), "old".into())];
+        assert_eq!(store.unlink_if_unchanged(&stale).unwrap(), 1);
+        assert_eq!(store.keys(), ["b"]);
     }
 }

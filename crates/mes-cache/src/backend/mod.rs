@@ -58,6 +58,18 @@ impl Backend {
         }
     }
 
+    /// `UNLINK` of each key that still holds the given value (a Lua
+    /// compare-and-delete); the number removed.
+    pub(crate) async fn unlink_if_unchanged(
+        &self,
+        stale: Vec<(String, fred::bytes::Bytes)>,
+    ) -> Result<u64, BoxError> {
+        match self {
+            Self::Redis(r) => r.unlink_if_unchanged(stale).await,
+            Self::Memory(m) => m.unlink_if_unchanged(&stale),
+        }
+    }
+
     /// Streams `SCAN MATCH pattern` pages into `UNLINK`s on every primary.
     pub(crate) async fn scan_unlink(&self, pattern: &str, page: u32) -> Result<u64, BoxError> {
         match self {

@@ -199,6 +199,27 @@ impl RedisBackend {
         self.unlink_keys(keys).await
     }
 
+    /// Compare-and-delete per key (`EVAL`, routed by the key's slot),
+    /// pipelined.
+    pub(crate) async fn unlink_if_unchanged(
+        &self,
+        stale: Vec<(String, fred::bytes::Bytes)>,
+    ) -> Result<u64, BoxError> {
+        const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) else return 0 end";
+        let pipeline = self.pool.next().pipeline();
+        for (key, value) in stale {
+            let slot = fred::util::redis_keyslot(key.as_bytes());
+            let eval = CustomCommand::new_static("EVAL", ClusterHash::Custom(slot), false);
+            let args: Vec<Value> = vec![SCRIPT.into(), Value::Integer(1), key.into(), Value::Bytes(value)];
+            let () = pipeline.custom(eval, args).await?;
+        }
+        let mut removed = 0;
+        for reply in pipeline.try_all::<u64>().await {
+            removed += reply?;
+        }
+        Ok(removed)
+    }
+
     /// `UNLINK`, one command per hash slot in Cluster mode (multi-key
     /// commands must not cross slots), pipelined.
     async fn unlink_keys(&self, keys: Vec<Key>) -> Result<u64, BoxError> {
