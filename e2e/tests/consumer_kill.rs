@@ -24,15 +24,23 @@ const KILLS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_consumers_apply_every_effect_once_in_order() {
-    let event_type = format!("tkill{}.thing.happened", ulid::Ulid::new().to_string().to_lowercase());
+    let event_type = format!(
+        "tkill{}.thing.happened",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
     let group = Group::new(&event_type, Duration::from_millis(1000));
     let topic = mes_events_types::topic_for_type(&event_type).unwrap();
-    let publisher = EventPublisher::connect(PublisherConfig::new([group.brokers.as_str()])).await.unwrap();
+    let publisher = EventPublisher::connect(PublisherConfig::new([group.brokers.as_str()]))
+        .await
+        .unwrap();
     let settings = TopicSettings {
         partitions: 4,
         replication: 1,
     };
-    publisher.ensure_topics(&[TopicSpec::new(&topic, settings)]).await.unwrap();
+    publisher
+        .ensure_topics(&[TopicSpec::new(&topic, settings)])
+        .await
+        .unwrap();
     let parsed = EventType::parse(&event_type).unwrap();
     let events: Vec<DomainEvent> = (0..ENTITIES * PER_ENTITY)
         .map(|i| {
@@ -40,13 +48,19 @@ async fn killed_and_restarted_consumers_apply_every_effect_once_in_order() {
                 .with_entity("Thing", format!("E-{}", i % ENTITIES))
         })
         .collect();
-    for outcome in publisher.publish_batch(&events).await {
-        outcome.unwrap();
+    // One event per produce request, so every offset starts a record batch:
+    // tansu's memory storage answers a fetch from inside a multi-record batch
+    // with nothing or with the next batch (records skipped), and a restarted
+    // consumer resumes from arbitrary offsets. Real Kafka needs no such care.
+    for event in &events {
+        publisher.publish(event).await.unwrap();
     }
 
     // Kill points spread over the run, varied from run to run.
     let seed = ulid::Ulid::new().random() as u64;
-    let kill_after: Vec<usize> = (0..KILLS).map(|k| 800 + (seed >> (k * 8)) as usize % 1200).collect();
+    let kill_after: Vec<usize> = (0..KILLS)
+        .map(|k| 800 + (seed >> (k * 8)) as usize % 1200)
+        .collect();
     let (tx, lines) = mpsc::channel();
     let mut handled = HashSet::new();
     let mut handled_lines = 0;
@@ -62,7 +76,10 @@ async fn killed_and_restarted_consumers_apply_every_effect_once_in_order() {
             }
         }
         member.kill();
-        println!("round {round}: killed after {after} events handled ({} distinct so far)", handled.len());
+        println!(
+            "round {round}: killed after {after} events handled ({} distinct so far)",
+            handled.len()
+        );
     }
     let mut last = group.spawn("last", &tx);
     while handled.len() < events.len() {
@@ -87,15 +104,25 @@ async fn killed_and_restarted_consumers_apply_every_effect_once_in_order() {
         handled_lines - events.len()
     );
 
-    let redis = Builder::from_config(Config::from_url(&group.redis).unwrap()).build().unwrap();
+    let redis = Builder::from_config(Config::from_url(&group.redis).unwrap())
+        .build()
+        .unwrap();
     redis.init().await.unwrap();
     let effects: HashMap<String, i64> = redis.hgetall(effects_key(&group.group)).await.unwrap();
     assert_eq!(effects.len(), events.len(), "every event's effect applied");
     for event in &events {
-        assert_eq!(effects.get(event.id().as_str()), Some(&1), "effect of {} applied once", event.id());
+        assert_eq!(
+            effects.get(event.id().as_str()),
+            Some(&1),
+            "effect of {} applied once",
+            event.id()
+        );
     }
     for entity in 0..ENTITIES {
-        let order: Vec<String> = redis.lrange(order_key(&group.group, &format!("E-{entity}")), 0, -1).await.unwrap();
+        let order: Vec<String> = redis
+            .lrange(order_key(&group.group, &format!("E-{entity}")), 0, -1)
+            .await
+            .unwrap();
         let expected: Vec<String> = (0..PER_ENTITY).map(|s| s.to_string()).collect();
         assert_eq!(order, expected, "effects of E-{entity} in publish order");
     }

@@ -3,6 +3,7 @@
 //! Run `cargo xtask help` for the list.
 
 mod bench;
+mod redis;
 mod services;
 mod tools;
 
@@ -19,8 +20,12 @@ Tasks:
   test        Run every test of the workspace (unit, integration, doc, property,
               interop). Provides the services the suites need first and sets
               their MES_TEST_* variables; extra args go to `cargo test`.
-  bench       Benchmarks with baselines from the same run: the publisher against
-              raw rskafka, librdkafka (confluent-kafka) and kafkajs on one broker.
+  bench       Benchmarks with baselines measured in the same run (ratios, not
+              absolute times): `bench kafka` runs the publisher against raw
+              rskafka, librdkafka (confluent-kafka) and kafkajs on one broker;
+              `bench redis [args]` the cache against raw fred, redis-benchmark
+              and the legacy invalidation (see crates/mes-cache/benches/cache.rs);
+              no argument runs both.
   ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
               without warnings, cargo deny (bans, licenses, sources), then `test`.
   help        This text.
@@ -32,6 +37,10 @@ Environment (each one given is used as it is, and nothing is started for it):
   MES_TEST_KAFKA_BROKERS  Kafka-protocol broker (else a tansu broker is started).
   MES_TEST_TANSU_BIN      tansu binary for suites that kill and restart brokers
                           (else built into the cache).
+  MES_TEST_REDIS_URL, MES_TEST_REDIS_CLUSTER_URL, MES_TEST_REDIS_SENTINEL_URL,
+  MES_TEST_REDIS_TLS_URL (+ MES_TEST_REDIS_TLS_CA)
+                          Redis standalone, Cluster, Sentinel and TLS (else
+                          private redis-server processes are started).
   MES_TEST_PYTHON         Python with `cloudevents` and `confluent-kafka`
                           (else a cached venv).
   MES_TOOLS_CACHE         Where built tools and environments are kept.
@@ -47,7 +56,12 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "ci" => ci(),
         "demo" => demo(rest),
-        "bench" => bench::bench(),
+        "bench" => match rest.split_first() {
+            Some((which, args)) if which == "redis" => redis::bench(args),
+            Some((which, _)) if which == "kafka" => bench::bench(),
+            Some((other, _)) => Err(format!("unknown benchmark {other:?}: kafka or redis").into()),
+            None => redis::bench(&[]).and_then(|()| bench::bench()),
+        },
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

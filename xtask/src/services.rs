@@ -7,6 +7,7 @@ use std::process::Command;
 
 use mes_testkit::tansu::TansuBroker;
 
+use crate::redis::RedisServices;
 use crate::{Result, tools};
 
 /// What a test run talks to. Dropping it stops what it started.
@@ -14,7 +15,8 @@ pub(crate) struct Services {
     kafka_brokers: String,
     tansu_binary: PathBuf,
     python: PathBuf,
-    _broker: Option<TansuBroker>,
+    redis: RedisServices,
+    _brokers: Vec<TansuBroker>,
     _scratch: Scratch,
 }
 
@@ -29,20 +31,27 @@ impl Services {
             Some(binary) => PathBuf::from(binary),
             None => tools::TANSU.ensure()?,
         };
-        let (kafka_brokers, broker) = match std::env::var("MES_TEST_KAFKA_BROKERS") {
-            Ok(brokers) if !brokers.is_empty() => (brokers, None),
-            _ => {
-                let broker = TansuBroker::start(&tansu_binary, "memory://tansu/", &scratch.0)
-                    .map_err(|e| format!("cannot start tansu: {e}"))?;
-                eprintln!("xtask: tansu (memory://) listening on {}", broker.address());
-                (broker.address(), Some(broker))
-            }
+        let given = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut brokers = Vec::new();
+        let mut start = |storage: &str| -> Result<String> {
+            let broker = TansuBroker::start(&tansu_binary, storage, &scratch.0)
+                .map_err(|e| format!("cannot start tansu ({storage}): {e}"))?;
+            eprintln!("xtask: tansu ({storage}) listening on {}", broker.address());
+            let address = broker.address();
+            brokers.push(broker);
+            Ok(address)
         };
+        let kafka_brokers = match given("MES_TEST_KAFKA_BROKERS") {
+            Some(brokers) => brokers,
+            None => start("memory://tansu/")?,
+        };
+        let redis = RedisServices::provide()?;
         Ok(Self {
             kafka_brokers,
             tansu_binary,
             python,
-            _broker: broker,
+            redis,
+            _brokers: brokers,
             _scratch: scratch,
         })
     }
@@ -57,6 +66,7 @@ impl Services {
             eprintln!("xtask: {name}={}", value.to_string_lossy());
             command.env(name, value);
         }
+        command.envs(self.redis.env());
     }
 }
 

@@ -1,11 +1,127 @@
-//! The Redis reference data cache of the MES fleet.
+//! The Redis reference data cache of the MES fleet, on `fred`.
 //!
-//! **Not implemented yet**: this crate reserves its name and place in the
-//! workspace (see the workspace's ARCHITECTURE.md for what it will hold and
-//! the open issue that builds it). It exports nothing.
+//! A service reads another service's reference data (parts, work centers,
+//! users, ...) from Redis instead of that service's database; the owning
+//! service fills it. Entries are byte-compatible with the TypeScript
+//! services of the fleet: key `mes:cache:{prefix}:{id}`, value the JSON
+//! envelope `{"data":…,"cachedAt":<ms>,"ttl":<s>,"version"?:…}` written with
+//! `SETEX`, and the same expiry rule on read (`now - cachedAt > ttl` is a
+//! miss, and the key is removed).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use mes_cache::{CacheConfig, CacheEntity, CacheKeyPrefix, ReferenceDataCache, WarmOptions};
+//!
+//! #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+//! #[serde(rename_all = "camelCase")]
+//! struct Part { part_number: String, part_name: String }
+//!
+//! impl CacheEntity for Part {
+//!     const PREFIX: CacheKeyPrefix = CacheKeyPrefix::Part;
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), mes_cache::Error> {
+//! // In a service: ReferenceDataCache::connect(CacheConfig::from_env()?).await?
+//! // Here, the in-process test double with the same API:
+//! let cache = ReferenceDataCache::in_memory(CacheConfig::default())?;
+//! let parts = cache.typed::<Part>(); // bound to the `part` prefix
+//!
+//! let strut = Part { part_number: "P-12345".into(), part_name: "Landing Gear Strut".into() };
+//! parts.set("P-12345", &strut, Some(Duration::from_secs(600))).await?;
+//! assert_eq!(parts.get("P-12345").await?, Some(strut));
+//! assert_eq!(parts.get("P-404").await?, None); // a miss is not an error
+//!
+//! // Fill on a miss; concurrent misses of one key call the loader once.
+//! let wheel = parts
+//!     .get_or_load("P-2", || async {
+//!         Ok::<_, std::io::Error>(Some(Part { part_number: "P-2".into(), part_name: "Wheel".into() }))
+//!     })
+//!     .await?;
+//! assert!(wheel.is_some());
+//!
+//! let found = parts.get_many(["P-12345", "P-2", "P-404"]).await?;
+//! assert_eq!(found.len(), 2);
+//!
+//! // Warm once (WarmOptions::every(period) re-warms until close()).
+//! cache
+//!     .warm_cache(&CacheKeyPrefix::Part, || async {
+//!         Ok::<_, std::io::Error>(vec![("P-3".to_owned(), Part { part_number: "P-3".into(), part_name: "Bolt".into() })])
+//!     }, WarmOptions::once())
+//!     .await?;
+//!
+//! assert_eq!(parts.invalidate_all().await?, 3);
+//! let stats = parts.stats().await?;
+//! assert_eq!((stats.counters.hits, stats.key_count), (3, 0)); // get, then get_many's two
+//! cache.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Deployments
+//!
+//! [`CacheConfig`] takes the URL forms of `fred`: `redis://` (standalone),
+//! `rediss://` (TLS, feature `tls`), `redis-cluster://` and
+//! `redis-sentinel://`; the API is the same for all three. In Cluster mode
+//! `get_many` sends one `MGET` per hash slot (concurrently, in one
+//! pipeline), and invalidation scans every primary.
+//!
+//! # Beyond the legacy cache
+//!
+//! - Reads return `Result<Option<T>>`: a Redis failure is an [`Error`], not
+//!   a miss.
+//! - A value that does not decode (not JSON, wrong shape, a schema this
+//!   service no longer matches) is a miss, counted in
+//!   [`CacheCounters::decode_failures`], logged, and its key removed; in
+//!   `get_many` it only drops its own id.
+//! - [`invalidate_all`](ReferenceDataCache::invalidate_all),
+//!   [`invalidate_pattern`](ReferenceDataCache::invalidate_pattern) and
+//!   [`clear_all`](ReferenceDataCache::clear_all) stream `SCAN` pages into
+//!   `UNLINK`s (bounded client memory, no giant `DEL` blocking Redis); the
+//!   namespace and prefix are glob-escaped ([`escape_glob`] for ids in your
+//!   own patterns).
+//! - Hits, misses, hit rate, errors, decode failures per prefix
+//!   ([`ReferenceDataCache::stats`]); a `tracing` span per operation
+//!   (`mes_cache.*`).
+//! - [`get_or_load`](ReferenceDataCache::get_or_load) with single-flight.
+//! - Keys live under a configurable namespace (`mes:cache` by default, the
+//!   legacy one).
+//!
+//! # Testing a service without Redis
+//!
+//! [`ReferenceDataCache::in_memory`] / [`ReferenceDataCache::with_store`]
+//! give the same API over an [`InMemoryStore`] (TTLs, glob patterns, an
+//! outage switch), and [`ManualClock`] expires entries without sleeping.
 //!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none yet) | | |
+//! | `tls` | no | `rediss://` URLs: TLS through rustls (ring provider) |
+
+mod backend;
+mod cache;
+mod config;
+mod envelope;
+mod error;
+mod prefix;
+mod stats;
+mod typed;
+mod warm;
+
+pub use backend::MemoryUsage;
+pub use backend::memory::InMemoryStore;
+pub use cache::ReferenceDataCache;
+pub use config::{CacheConfig, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL, DEFAULT_TTL, ReconnectPolicy};
+pub use envelope::{CacheEntry, Clock, ManualClock, SystemClock};
+pub use error::{BoxError, Error, Result};
+pub use prefix::{CacheEntity, CacheKeyPrefix, escape_glob};
+pub use stats::{CacheCounters, CacheStats};
+pub use typed::PrefixCache;
+pub use warm::{WarmHandle, WarmOptions};
+
+// The README's example is compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -192,6 +192,12 @@ impl ConsumerConfig {
         self
     }
 
+    /// How often the partitions of the subscribed topics are read again
+    /// (new partitions, new topics): every 30 s.
+    pub(crate) fn metadata_max_age(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
     /// The group.
     pub fn group_id(&self) -> &str {
         &self.group_id

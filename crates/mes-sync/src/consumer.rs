@@ -3,11 +3,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mes_events_types::{DomainEvent, EventPayload, EventType};
 use mes_publisher::EventPublisher;
 use rskafka::client::Client;
-use rskafka::client::partition::UnknownTopicHandling;
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -154,6 +154,8 @@ impl EventConsumer {
                 config.max_concurrent_partitions.min(Semaphore::MAX_PERMITS),
             )),
             workers: HashMap::new(),
+            partitions: Vec::new(),
+            metadata_read_at: Instant::now(),
         };
         let span = info_span!("consumer", group = %config.group_id, member = %config.member_id);
         let task = tokio::spawn(coordinator.run(stopped).instrument(span));
@@ -207,6 +209,9 @@ struct Coordinator {
     stats: StatsRegistry,
     permits: Arc<Semaphore>,
     workers: HashMap<TopicPartition, WorkerHandle>,
+    /// The subscribed partitions as last read from the broker.
+    partitions: Vec<TopicPartition>,
+    metadata_read_at: Instant,
 }
 
 impl Coordinator {
@@ -256,31 +261,16 @@ impl Coordinator {
         Ok(all.into_iter().collect())
     }
 
-    /// Heartbeat, then bring the partitions this member runs in line with
-    /// its share: renew what it keeps, stop what it gives up, take what is
-    /// free of its share.
+    /// Heartbeat and lease renewal first (Redis only, so a slow broker never
+    /// lets a lease lapse), then bring the partitions this member runs in
+    /// line with its share: stop what it gives up, take what is free of it.
     async fn rebalance(&mut self) -> Result<(), Error> {
         let mut members = self.state.heartbeat().await?;
         members.sort();
-        let partitions = self.partitions().await?;
-        let me = members
-            .iter()
-            .position(|m| *m == self.config.member_id)
-            .unwrap_or(0);
-        let share: BTreeSet<&TopicPartition> = partitions
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % members.len().max(1) == me)
-            .map(|(_, tp)| tp)
-            .collect();
-
         let mut finished = Vec::new();
         for (tp, worker) in &self.workers {
             if worker.task.is_finished() {
                 finished.push(tp.clone());
-            } else if !share.contains(tp) {
-                // Handed over: it finishes its event, commits and releases.
-                let _ = worker.stop.send(true);
             } else if !self.state.renew(tp, &worker.lease).await? {
                 warn!(partition = %tp, "lease lost; stopping the partition");
                 let _ = worker.stop.send(true);
@@ -291,32 +281,46 @@ impl Coordinator {
                 let _ = worker.task.await;
             }
         }
+
+        if self.partitions.is_empty() || self.metadata_read_at.elapsed() >= self.config.metadata_max_age() {
+            self.partitions = self.partitions().await?;
+            self.metadata_read_at = Instant::now();
+        }
+        let me = members
+            .iter()
+            .position(|m| *m == self.config.member_id)
+            .unwrap_or(0);
+        let share: BTreeSet<TopicPartition> = self
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % members.len().max(1) == me)
+            .map(|(_, tp)| tp.clone())
+            .collect();
+        for (tp, worker) in &self.workers {
+            if !share.contains(tp) {
+                // Handed over: it finishes its event, commits and releases.
+                let _ = worker.stop.send(true);
+            }
+        }
         for tp in share {
-            if self.workers.contains_key(tp) {
+            if self.workers.contains_key(&tp) {
                 continue;
             }
-            let Some(lease) = self.state.acquire(tp).await? else {
+            let Some(lease) = self.state.acquire(&tp).await? else {
                 continue; // still held by its previous owner
             };
-            let client = self
-                .client
-                .partition_client(tp.topic.clone(), tp.partition, UnknownTopicHandling::Retry)
-                .await
-                .map_err(|e| Error::Kafka {
-                    what: format!("open {tp}"),
-                    source: Box::new(e),
-                })?;
             info!(partition = %tp, lease = %lease.0, "took the partition");
             let (stop, stop_rx) = watch::channel(false);
             let worker = PartitionWorker {
                 tp: tp.clone(),
                 lease: lease.clone(),
-                client,
+                client: Arc::clone(&self.client),
                 state: Arc::clone(&self.state),
                 handlers: Arc::clone(&self.handlers),
                 dead_letters: self.dead_letters.clone(),
                 config: Arc::clone(&self.config),
-                counters: self.stats.partition(tp),
+                counters: self.stats.partition(&tp),
                 stats: self.stats.clone(),
                 permits: Arc::clone(&self.permits),
                 stop: stop_rx,

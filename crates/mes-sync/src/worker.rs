@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use mes_events_types::{KafkaRecord, decode};
 use mes_publisher::EventPublisher;
+use rskafka::client::Client;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, PartitionClient};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::record::RecordAndOffset;
 use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, info, info_span, warn};
@@ -25,7 +26,9 @@ const INFRA_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(crate) struct PartitionWorker {
     pub(crate) tp: TopicPartition,
     pub(crate) lease: Lease,
-    pub(crate) client: PartitionClient,
+    /// The cluster client; the worker opens its partition's client itself,
+    /// so a slow broker never holds up the coordinator's lease renewals.
+    pub(crate) client: Arc<Client>,
     pub(crate) state: Arc<GroupState>,
     pub(crate) handlers: Arc<Handlers>,
     pub(crate) dead_letters: EventPublisher,
@@ -68,8 +71,37 @@ impl PartitionWorker {
         *self.stop.borrow()
     }
 
+    /// The partition's own client, opened once (retried until it works or
+    /// the worker is stopped).
+    async fn open(&mut self) -> Option<PartitionClient> {
+        let mut backoff = INFRA_BACKOFF;
+        loop {
+            let open = self.client.partition_client(
+                self.tp.topic.clone(),
+                self.tp.partition,
+                UnknownTopicHandling::Retry,
+            );
+            let opened = tokio::select! {
+                opened = open => opened,
+                _ = self.stop.changed() => return None,
+            };
+            match opened {
+                Ok(client) => return Some(client),
+                Err(e) => {
+                    warn!(error = %e, "cannot open the partition; retrying");
+                    if !self.pause(&mut backoff).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     async fn consume(&mut self) -> Interrupted {
-        let Some(mut offset) = self.start_offset().await else {
+        let Some(client) = self.open().await else {
+            return Interrupted::Stopped;
+        };
+        let Some(mut offset) = self.start_offset(&client).await else {
             return Interrupted::Stopped;
         };
         self.counters.committed.store(offset, Ordering::Relaxed);
@@ -77,9 +109,7 @@ impl PartitionWorker {
         let max_wait_ms = i32::try_from(self.config.fetch_max_wait.as_millis()).unwrap_or(i32::MAX);
         let mut backoff = INFRA_BACKOFF;
         while !self.stopping() {
-            let fetch = self
-                .client
-                .fetch_records(offset, 1..self.config.fetch_max_bytes, max_wait_ms);
+            let fetch = client.fetch_records(offset, 1..self.config.fetch_max_bytes, max_wait_ms);
             let fetched = tokio::select! {
                 fetched = fetch => fetched,
                 _ = self.stop.changed() => return Interrupted::Stopped,
@@ -98,7 +128,7 @@ impl PartitionWorker {
                     ..
                 }) => {
                     // Retention removed what the group had not read yet.
-                    let Some(earliest) = self.offset_at(OffsetAt::Earliest).await else {
+                    let Some(earliest) = self.offset_at(&client, OffsetAt::Earliest).await else {
                         return Interrupted::Stopped;
                     };
                     warn!(
@@ -116,6 +146,13 @@ impl PartitionWorker {
                     continue;
                 }
             };
+            if let Some(first) = records.first()
+                && first.offset > offset
+            {
+                // Kafka leaves gaps only for compaction and transaction
+                // markers; anything else means records the broker skipped.
+                warn!(requested = offset, first = first.offset, "fetch skipped offsets");
+            }
             let permits = Arc::clone(&self.permits);
             let Ok(_permit) = permits.acquire().await else {
                 return Interrupted::Stopped;
@@ -137,7 +174,7 @@ impl PartitionWorker {
     }
 
     /// Where to start: the committed offset, else the configured position.
-    async fn start_offset(&mut self) -> Option<i64> {
+    async fn start_offset(&mut self, client: &PartitionClient) -> Option<i64> {
         let mut backoff = INFRA_BACKOFF;
         loop {
             match self.state.committed(&self.tp).await {
@@ -147,7 +184,7 @@ impl PartitionWorker {
                         StartPosition::Earliest => OffsetAt::Earliest,
                         StartPosition::Latest => OffsetAt::Latest,
                     };
-                    return self.offset_at(at).await;
+                    return self.offset_at(client, at).await;
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot read the committed offset; retrying");
@@ -159,10 +196,10 @@ impl PartitionWorker {
         }
     }
 
-    async fn offset_at(&mut self, at: OffsetAt) -> Option<i64> {
+    async fn offset_at(&mut self, client: &PartitionClient, at: OffsetAt) -> Option<i64> {
         let mut backoff = INFRA_BACKOFF;
         loop {
-            match self.client.get_offset(at).await {
+            match client.get_offset(at).await {
                 Ok(offset) => return Some(offset),
                 Err(e) => {
                     warn!(error = %e, "cannot read the partition's offsets; retrying");

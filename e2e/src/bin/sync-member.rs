@@ -24,10 +24,14 @@ async fn main() {
     let group = var(env::GROUP);
     let event_type = EventType::parse(&var(env::EVENT_TYPE)).expect("event type");
     let lease = Duration::from_millis(var(env::LEASE_MS).parse().expect("lease ms"));
-    let config = ConsumerConfig::new(group.clone(), PublisherConfig::new([var(env::BROKERS)]), var(env::REDIS))
-        .member_id(var(env::MEMBER))
-        .lease_ttl(lease)
-        .fetch_max_wait(Duration::from_millis(100));
+    let config = ConsumerConfig::new(
+        group.clone(),
+        PublisherConfig::new([var(env::BROKERS)]),
+        var(env::REDIS),
+    )
+    .member_id(var(env::MEMBER))
+    .lease_ttl(lease)
+    .fetch_max_wait(Duration::from_millis(100));
     let consumer = EventConsumer::new(config)
         .on_type(event_type, move |event: DomainEvent<Value>| {
             let group = group.clone();
@@ -47,7 +51,11 @@ async fn main() {
 
     let mut stdin_closed = tokio::task::spawn_blocking(|| {
         let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
     });
     let mut owned = Vec::new();
     loop {

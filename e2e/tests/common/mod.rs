@@ -1,5 +1,11 @@
 //! Starting, reading and killing `sync-member` processes.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -104,7 +110,12 @@ impl Ownership {
         while !done(self) {
             let (member, line) = lines.recv().expect("a member's output");
             if let Some(owned) = line.strip_prefix("OWNED") {
-                let owned = owned.trim().split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+                let owned = owned
+                    .trim()
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect();
                 self.0.insert(member, owned);
             }
         }

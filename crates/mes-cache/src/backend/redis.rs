@@ -1,0 +1,363 @@
+//! The Redis backend on fred: standalone, Cluster and Sentinel.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use fred::clients::Pool;
+use fred::prelude::{ClientLike, ClusterInterface, KeysInterface};
+use fred::types::scan::{ScanResult, Scanner};
+use fred::types::{ClusterHash, CustomCommand, InfoKind, Key, Value};
+use futures::{Stream, StreamExt};
+
+use super::{MemoryUsage, Raw, bytes_to_human};
+use crate::config::{CacheConfig, ReconnectPolicy};
+use crate::error::{BoxError, Error, Result};
+
+pub(crate) struct RedisBackend {
+    pool: Pool,
+    clustered: bool,
+}
+
+fn raw(value: Value) -> Raw {
+    match value {
+        Value::Null => None,
+        // Anything that is not a bulk string decodes as an empty value: a
+        // counted decode failure, never a panic.
+        other => Some(other.into_bytes().unwrap_or_default()),
+    }
+}
+
+fn setex() -> CustomCommand {
+    CustomCommand::new_static("SETEX", ClusterHash::FirstKey, false)
+}
+
+fn millis(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl RedisBackend {
+    pub(crate) async fn connect(config: &CacheConfig) -> Result<Self> {
+        let fred_config = config.fred_config()?;
+        let mut builder = fred::types::Builder::from_config(fred_config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = config.connect_timeout;
+                c.internal_command_timeout = config.command_timeout;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = config.command_timeout;
+            });
+        match config.reconnect {
+            ReconnectPolicy::Never => {}
+            ReconnectPolicy::Constant { delay, max_attempts } => {
+                builder.set_policy(fred::types::config::ReconnectPolicy::new_constant(
+                    max_attempts,
+                    millis(delay),
+                ));
+            }
+            ReconnectPolicy::Exponential {
+                min_delay,
+                max_delay,
+                max_attempts,
+            } => {
+                builder.set_policy(fred::types::config::ReconnectPolicy::new_exponential(
+                    max_attempts,
+                    millis(min_delay),
+                    millis(max_delay),
+                    2,
+                ));
+            }
+        }
+        let pool = builder
+            .build_pool(config.pool_size)
+            .map_err(|e| Error::Connect { source: Box::new(e) })?;
+        Self::from_pool(pool, config).await
+    }
+
+    pub(crate) async fn from_pool(pool: Pool, config: &CacheConfig) -> Result<Self> {
+        if !pool.is_connected() {
+            let init = tokio::time::timeout(config.connect_timeout, pool.init()).await;
+            match init {
+                Ok(Ok(_connection_task)) => {}
+                Ok(Err(e)) => return Err(Error::Connect { source: Box::new(e) }),
+                Err(elapsed) => {
+                    let _ = pool.quit().await;
+                    return Err(Error::Connect {
+                        source: Box::new(elapsed),
+                    });
+                }
+            }
+        }
+        let clustered = pool.is_clustered();
+        Ok(Self { pool, clustered })
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) async fn get(&self, key: String) -> Result<Raw, BoxError> {
+        let value: Value = self.pool.next().get(key).await?;
+        Ok(raw(value))
+    }
+
+    /// One `MGET` per hash slot (one in all in standalone mode) and per
+    /// `batch` keys; several are sent as one pipeline, which fred routes per
+    /// command, so the slots of a cluster are read concurrently.
+    pub(crate) async fn mget(&self, keys: Vec<String>, batch: usize) -> Result<Vec<Raw>, BoxError> {
+        let batch = batch.max(1);
+        let client = self.pool.next();
+        let total = keys.len();
+        if !self.clustered && total <= batch {
+            let values: Vec<Value> = client.mget(keys).await?;
+            return Ok(values.into_iter().map(raw).collect());
+        }
+        let mut groups: BTreeMap<u16, Vec<(usize, String)>> = BTreeMap::new();
+        for (index, key) in keys.into_iter().enumerate() {
+            let slot = if self.clustered {
+                fred::util::redis_keyslot(key.as_bytes())
+            } else {
+                0
+            };
+            groups.entry(slot).or_default().push((index, key));
+        }
+        let mut chunks: Vec<(Vec<usize>, Vec<String>)> = Vec::new();
+        for group in groups.into_values() {
+            let mut group = group.into_iter().peekable();
+            while group.peek().is_some() {
+                chunks.push(group.by_ref().take(batch).unzip());
+            }
+        }
+        let mut out: Vec<Raw> = vec![None; total];
+        let mut indices = Vec::with_capacity(chunks.len());
+        let replies: Vec<Vec<Value>> = if chunks.len() == 1 {
+            let (positions, keys) = chunks.pop().unwrap_or_default();
+            indices.push(positions);
+            vec![client.mget(keys).await?]
+        } else {
+            let pipeline = client.pipeline();
+            for (positions, keys) in chunks {
+                indices.push(positions);
+                let () = pipeline.mget(keys).await?;
+            }
+            pipeline
+                .try_all::<Vec<Value>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?
+        };
+        for (positions, values) in indices.iter().zip(replies) {
+            for (index, value) in positions.iter().zip(values) {
+                if let Some(slot) = out.get_mut(*index) {
+                    *slot = raw(value);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn setex_many(
+        &self,
+        items: Vec<(String, u64, Vec<u8>)>,
+        batch: usize,
+    ) -> Result<(), BoxError> {
+        let client = self.pool.next();
+        if let [(key, ttl, value)] = items.as_slice() {
+            let args: Vec<Value> = vec![key.as_str().into(), ttl_value(*ttl), value.as_slice().into()];
+            let _: Value = client.custom(setex(), args).await?;
+            return Ok(());
+        }
+        // Chunks of `batch` commands, one pipeline each, up to four in
+        // flight: the client encodes the next while Redis runs the last.
+        let mut items = items.into_iter().peekable();
+        let mut chunks = Vec::new();
+        while items.peek().is_some() {
+            chunks.push(items.by_ref().take(batch.max(1)).collect::<Vec<_>>());
+        }
+        let mut sends = futures::stream::iter(chunks.into_iter().map(|chunk| {
+            let pipeline = self.pool.next().pipeline();
+            async move {
+                for (key, ttl, value) in chunk {
+                    let args: Vec<Value> = vec![key.into(), ttl_value(ttl), Value::Bytes(value.into())];
+                    let () = pipeline.custom(setex(), args).await?;
+                }
+                for reply in pipeline.try_all::<Value>().await {
+                    reply?;
+                }
+                Ok::<(), fred::error::Error>(())
+            }
+        }))
+        .buffer_unordered(4);
+        while let Some(sent) = sends.next().await {
+            sent?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn unlink(&self, keys: Vec<String>) -> Result<u64, BoxError> {
+        let keys: Vec<Key> = keys.into_iter().map(Key::from).collect();
+        self.unlink_keys(keys).await
+    }
+
+    /// Compare-and-delete per key (`EVAL`, routed by the key's slot),
+    /// pipelined.
+    pub(crate) async fn unlink_if_unchanged(
+        &self,
+        stale: Vec<(String, fred::bytes::Bytes)>,
+    ) -> Result<u64, BoxError> {
+        const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) else return 0 end";
+        let pipeline = self.pool.next().pipeline();
+        for (key, value) in stale {
+            let slot = fred::util::redis_keyslot(key.as_bytes());
+            let eval = CustomCommand::new_static("EVAL", ClusterHash::Custom(slot), false);
+            let args: Vec<Value> = vec![SCRIPT.into(), Value::Integer(1), key.into(), Value::Bytes(value)];
+            let () = pipeline.custom(eval, args).await?;
+        }
+        let mut removed = 0;
+        for reply in pipeline.try_all::<u64>().await {
+            removed += reply?;
+        }
+        Ok(removed)
+    }
+
+    /// `UNLINK`, one command per hash slot in Cluster mode (multi-key
+    /// commands must not cross slots), pipelined.
+    async fn unlink_keys(&self, keys: Vec<Key>) -> Result<u64, BoxError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let client = self.pool.next();
+        if !self.clustered {
+            return Ok(client.unlink(keys).await?);
+        }
+        let groups = fred::util::group_by_hash_slot(keys)?;
+        if groups.len() == 1 {
+            let keys: Vec<Key> = groups.into_values().flatten().collect();
+            return Ok(client.unlink(keys).await?);
+        }
+        let pipeline = client.pipeline();
+        for keys in groups.into_values() {
+            let () = pipeline.unlink(Vec::from(keys)).await?;
+        }
+        let mut removed = 0;
+        for reply in pipeline.try_all::<u64>().await {
+            removed += reply?;
+        }
+        Ok(removed)
+    }
+
+    fn scan_stream(
+        &self,
+        pattern: &str,
+        page: u32,
+    ) -> Pin<Box<dyn Stream<Item = Result<ScanResult, fred::error::Error>> + Send>> {
+        let client = self.pool.next();
+        if self.clustered {
+            Box::pin(client.scan_cluster(pattern.to_owned(), Some(page), None))
+        } else {
+            Box::pin(client.scan(pattern.to_owned(), Some(page), None))
+        }
+    }
+
+    /// Each `SCAN` page (on every primary in Cluster mode) is unlinked
+    /// before the next one is asked for: the client never holds more than
+    /// one page per node.
+    pub(crate) async fn scan_unlink(&self, pattern: &str, page: u32) -> Result<u64, BoxError> {
+        let mut pages = self.scan_stream(pattern, page);
+        let mut removed = 0;
+        while let Some(result) = pages.next().await {
+            let mut result = result?;
+            if let Some(keys) = result.take_results() {
+                removed += self.unlink_keys(keys).await?;
+            }
+            result.next();
+        }
+        Ok(removed)
+    }
+
+    pub(crate) async fn scan_count(&self, pattern: &str, page: u32) -> Result<u64, BoxError> {
+        let mut pages = self.scan_stream(pattern, page);
+        let mut count = 0u64;
+        while let Some(result) = pages.next().await {
+            let mut result = result?;
+            if let Some(keys) = result.take_results() {
+                count += u64::try_from(keys.len()).unwrap_or(u64::MAX);
+            }
+            result.next();
+        }
+        Ok(count)
+    }
+
+    fn primaries(&self) -> Vec<fred::types::config::Server> {
+        if !self.clustered {
+            return Vec::new();
+        }
+        self.pool
+            .next()
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default()
+    }
+
+    pub(crate) async fn memory(&self) -> Result<MemoryUsage, BoxError> {
+        let client = self.pool.next();
+        let mut infos: Vec<String> = Vec::new();
+        let primaries = self.primaries();
+        if primaries.is_empty() {
+            infos.push(client.info(Some(InfoKind::Memory)).await?);
+        } else {
+            for server in primaries {
+                infos.push(
+                    client
+                        .with_cluster_node(server)
+                        .info(Some(InfoKind::Memory))
+                        .await?,
+                );
+            }
+        }
+        let mut used_bytes = 0u64;
+        for info in &infos {
+            used_bytes += info
+                .lines()
+                .find_map(|line| line.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        let human = match infos.as_slice() {
+            [one] => one
+                .lines()
+                .find_map(|line| line.strip_prefix("used_memory_human:"))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| bytes_to_human(used_bytes)),
+            _ => bytes_to_human(used_bytes),
+        };
+        Ok(MemoryUsage { used_bytes, human })
+    }
+
+    /// `PING` on the server, or on every primary in Cluster mode.
+    pub(crate) async fn ping(&self) -> Result<(), BoxError> {
+        let client = self.pool.next();
+        let primaries = self.primaries();
+        let replies: Vec<String> = if primaries.is_empty() {
+            vec![client.ping(None).await?]
+        } else {
+            let mut replies = Vec::with_capacity(primaries.len());
+            for server in primaries {
+                replies.push(client.with_cluster_node(server).ping(None).await?);
+            }
+            replies
+        };
+        match replies.iter().find(|r| r.as_str() != "PONG") {
+            Some(other) => Err(format!("PING answered {other:?}").into()),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) async fn quit(&self) -> Result<(), BoxError> {
+        Ok(self.pool.quit().await?)
+    }
+}
+
+fn ttl_value(ttl: u64) -> Value {
+    Value::Integer(i64::try_from(ttl).unwrap_or(i64::MAX))
+}

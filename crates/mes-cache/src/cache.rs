@@ -1,0 +1,824 @@
+//! [`ReferenceDataCache`]: the whole legacy API, typed.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{OnceCell, watch};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::backend::memory::InMemoryStore;
+use crate::backend::redis::RedisBackend;
+use crate::backend::{Backend, Raw};
+use crate::config::CacheConfig;
+use crate::envelope::{CacheEntry, Clock, EnvelopeRef, decode};
+use crate::error::{BoxError, Error, Result};
+use crate::prefix::{CacheEntity, CacheKeyPrefix, escape_glob, key};
+use crate::stats::{CacheCounters, CacheStats, Counters, bump};
+use crate::typed::PrefixCache;
+use fred::bytes::Bytes;
+
+/// The reference data cache: typed reads and writes of the legacy
+/// `mes:cache:{prefix}:{id}` entries in Redis (standalone, Cluster or
+/// Sentinel) or in an [`InMemoryStore`].
+///
+/// Cheap to clone: clones share the connections, counters and warmers.
+/// See the crate documentation for an example.
+#[derive(Clone)]
+pub struct ReferenceDataCache {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    backend: Backend,
+    namespace: String,
+    escaped_namespace: String,
+    default_ttl_secs: u64,
+    scan_page_size: u32,
+    batch_size: usize,
+    clock: Arc<dyn Clock>,
+    description: String,
+    counters: RwLock<HashMap<String, Arc<Counters>>>,
+    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    pub(crate) warmers: Mutex<Vec<watch::Receiver<bool>>>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    closed: AtomicBool,
+}
+
+/// One `get_or_load` in progress for a key: the loaded value as JSON (or
+/// the loader's error message) for every caller that joined it.
+#[derive(Default)]
+struct Flight {
+    result: OnceCell<Result<Option<Vec<u8>>, String>>,
+    waiters: AtomicUsize,
+}
+
+/// Decrements a flight's waiter count when dropped.
+struct Waiting<'a>(&'a Flight);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An error and its sources, `: `-separated, for logs.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn ttl_secs(ttl: Duration) -> Result<u64> {
+    if ttl < Duration::from_secs(1) {
+        return Err(Error::InvalidTtl { ttl });
+    }
+    Ok(ttl.as_secs().saturating_add(u64::from(ttl.subsec_nanos() > 0)))
+}
+
+impl fmt::Debug for ReferenceDataCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReferenceDataCache")
+            .field("backend", &self.inner.description)
+            .field("namespace", &self.inner.namespace)
+            .field("default_ttl_secs", &self.inner.default_ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReferenceDataCache {
+    fn build(config: CacheConfig, backend: Backend, description: String) -> Result<Self> {
+        config.validate()?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                escaped_namespace: escape_glob(&config.namespace),
+                namespace: config.namespace,
+                default_ttl_secs: ttl_secs(config.default_ttl)?,
+                scan_page_size: config.scan_page_size,
+                batch_size: config.batch_size,
+                clock: config.clock,
+                description,
+                counters: RwLock::default(),
+                flights: Mutex::default(),
+                warmers: Mutex::default(),
+                shutdown,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Connects to the Redis of `config` (standalone, Cluster or Sentinel,
+    /// by the URL's scheme).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`], or [`Error::Connect`] when the first
+    /// connection fails within the connect timeout.
+    pub async fn connect(config: CacheConfig) -> Result<Self> {
+        config.validate()?;
+        let backend = RedisBackend::connect(&config).await?;
+        let description = config.redacted_url();
+        Self::build(config, Backend::Redis(backend), description)
+    }
+
+    /// Connects to `REDIS_URL` (default `redis://localhost:6379`) with every
+    /// other setting at its default.
+    ///
+    /// # Errors
+    /// As [`ReferenceDataCache::connect`].
+    pub async fn from_env() -> Result<Self> {
+        Self::connect(CacheConfig::from_env()?).await
+    }
+
+    /// Escape hatch: a cache over a `fred` pool the service built itself
+    /// (connected or not). The URL of `config` is ignored; its other
+    /// settings apply. Ties the caller to this crate's `fred` version.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the pool cannot connect.
+    pub async fn from_fred_pool(pool: fred::clients::Pool, config: CacheConfig) -> Result<Self> {
+        let backend = RedisBackend::from_pool(pool, &config).await?;
+        Self::build(config, Backend::Redis(backend), "fred pool".to_owned())
+    }
+
+    /// Escape hatch: the underlying `fred` pool, `None` for an in-memory
+    /// cache.
+    pub fn fred_pool(&self) -> Option<&fred::clients::Pool> {
+        match &self.inner.backend {
+            Backend::Redis(redis) => Some(redis.pool()),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// A cache over an in-process [`InMemoryStore`] instead of Redis: the
+    /// test double for services' unit tests. The store keeps its own clock;
+    /// `config`'s URL is ignored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an invalid configuration.
+    pub fn with_store(config: CacheConfig, store: InMemoryStore) -> Result<Self> {
+        Self::build(config, Backend::Memory(store), "in-memory store".to_owned())
+    }
+
+    /// A cache over a fresh [`InMemoryStore`] that follows `config`'s clock.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an invalid configuration.
+    pub fn in_memory(config: CacheConfig) -> Result<Self> {
+        let store = InMemoryStore::with_shared_clock(Arc::clone(&config.clock));
+        Self::with_store(config, store)
+    }
+
+    /// A typed view of one prefix: `cache.prefix::<Part>(CacheKeyPrefix::Part)`.
+    pub fn prefix<T>(&self, prefix: CacheKeyPrefix) -> PrefixCache<T> {
+        PrefixCache::new(self.clone(), prefix)
+    }
+
+    /// The typed view of a [`CacheEntity`], bound to its prefix, so a type
+    /// can only ever be read from its own prefix.
+    pub fn typed<T: CacheEntity>(&self) -> PrefixCache<T> {
+        PrefixCache::new(self.clone(), T::PREFIX)
+    }
+
+    /// The Redis key of an entry: `{namespace}:{prefix}:{id}`.
+    pub fn key(&self, prefix: &CacheKeyPrefix, id: &str) -> String {
+        key(&self.inner.namespace, prefix, id)
+    }
+
+    /// The key namespace, `mes:cache` by default.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn counters_for(&self, prefix: &CacheKeyPrefix) -> Arc<Counters> {
+        let counters = self.inner.counters.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = counters.get(prefix.as_str()) {
+            return Arc::clone(found);
+        }
+        drop(counters);
+        let mut counters = self
+            .inner
+            .counters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(counters.entry(prefix.as_str().to_owned()).or_default())
+    }
+
+    fn failed(&self, counters: &Counters, operation: &'static str, source: BoxError) -> Error {
+        bump(&counters.errors, 1);
+        let error = Error::redis(operation, source);
+        warn!(error = %chain(&error), "mes-cache: Redis command failed");
+        error
+    }
+
+    /// Decides what a read value is. Returns the entry, if usable, and the
+    /// value read when the key must be removed (expired or undecodable).
+    fn classify<T: DeserializeOwned>(
+        &self,
+        id: &str,
+        raw: Raw,
+        counters: &Counters,
+    ) -> (Option<CacheEntry<T>>, Option<Bytes>) {
+        let Some(bytes) = raw else {
+            bump(&counters.misses, 1);
+            return (None, None);
+        };
+        match decode::<T>(&bytes) {
+            Ok(entry) if entry.is_expired_at(self.inner.clock.now_ms()) => {
+                bump(&counters.misses, 1);
+                bump(&counters.expired, 1);
+                debug!(id, "mes-cache: entry past its TTL, removing");
+                (None, Some(bytes))
+            }
+            Ok(entry) => {
+                bump(&counters.hits, 1);
+                (Some(entry), None)
+            }
+            Err(error) => {
+                bump(&counters.misses, 1);
+                bump(&counters.decode_failures, 1);
+                warn!(id, error = %error, "mes-cache: undecodable value counted as a miss and removed");
+                (None, Some(bytes))
+            }
+        }
+    }
+
+    /// Removes expired or corrupt keys, each only if it still holds the
+    /// value that was read (a fresh entry another service wrote meanwhile
+    /// stays). A failure is logged and counted, never returned (the read
+    /// itself succeeded).
+    async fn remove_quietly(&self, stale: Vec<(String, Bytes)>, counters: &Counters) {
+        if stale.is_empty() {
+            return;
+        }
+        if let Err(source) = self.inner.backend.unlink_if_unchanged(stale).await {
+            self.failed(counters, "unlink", source);
+        }
+    }
+
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: u64,
+        version: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        serde_json::to_vec(&EnvelopeRef {
+            data: value,
+            cached_at: self.inner.clock.now_ms(),
+            ttl,
+            version,
+        })
+        .map_err(|source| Error::Encode {
+            key: key.to_owned(),
+            source,
+        })
+    }
+
+    fn ttl_or_default(&self, ttl: Option<Duration>) -> Result<u64> {
+        ttl.map_or(Ok(self.inner.default_ttl_secs), ttl_secs)
+    }
+
+    /// Reads one entry with its envelope metadata.
+    ///
+    /// `Ok(None)` when the key is absent, past the legacy expiry rule
+    /// (`now - cachedAt > ttl`, then the key is removed) or undecodable as
+    /// `T` (counted, logged, key removed).
+    ///
+    /// # Errors
+    /// [`Error::Redis`] when Redis fails; [`Error::Closed`] after `close`.
+    pub async fn get_entry<T: DeserializeOwned>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        id: &str,
+    ) -> Result<Option<CacheEntry<T>>> {
+        let span = info_span!("mes_cache.get", prefix = %prefix, id);
+        async {
+            self.check_open()?;
+            let key = self.key(prefix, id);
+            let counters = self.counters_for(prefix);
+            let raw = self
+                .inner
+                .backend
+                .get(key.clone())
+                .await
+                .map_err(|e| self.failed(&counters, "get", e))?;
+            let (entry, stale) = self.classify::<T>(id, raw, &counters);
+            if let Some(stale) = stale {
+                self.remove_quietly(vec![(key, stale)], &counters).await;
+            }
+            Ok(entry)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Reads one value. See [`ReferenceDataCache::get_entry`].
+    ///
+    /// # Errors
+    /// [`Error::Redis`] when Redis fails; [`Error::Closed`] after `close`.
+    pub async fn get<T: DeserializeOwned>(&self, prefix: &CacheKeyPrefix, id: &str) -> Result<Option<T>> {
+        Ok(self.get_entry(prefix, id).await?.map(|entry| entry.data))
+    }
+
+    /// Reads many values at once, keyed by id; ids without a usable entry
+    /// are absent. One `MGET` per round trip (per hash slot in Cluster mode,
+    /// sent concurrently in one pipeline); a corrupt value only drops its
+    /// own id.
+    ///
+    /// # Errors
+    /// [`Error::Redis`] when Redis fails; [`Error::Closed`] after `close`.
+    pub async fn get_many<T, I, S>(&self, prefix: &CacheKeyPrefix, ids: I) -> Result<HashMap<String, T>>
+    where
+        T: DeserializeOwned,
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut ids: Vec<S> = ids.into_iter().collect();
+        let mut seen = HashSet::with_capacity(ids.len());
+        let unique: Vec<bool> = ids.iter().map(|id| seen.insert(id.as_ref())).collect();
+        drop(seen);
+        if unique.contains(&false) {
+            let mut unique = unique.into_iter();
+            ids.retain(|_| unique.next().unwrap_or(false));
+        }
+        let span = info_span!("mes_cache.get_many", prefix = %prefix, count = ids.len());
+        async {
+            self.check_open()?;
+            if ids.is_empty() {
+                return Ok(HashMap::new());
+            }
+            let counters = self.counters_for(prefix);
+            let keys: Vec<String> = ids.iter().map(|id| self.key(prefix, id.as_ref())).collect();
+            let raws = self
+                .inner
+                .backend
+                .mget(keys, self.inner.batch_size)
+                .await
+                .map_err(|e| self.failed(&counters, "get_many", e))?;
+            let mut found = HashMap::with_capacity(ids.len());
+            let mut remove = Vec::new();
+            for (id, raw) in ids.into_iter().zip(raws) {
+                let id = id.as_ref();
+                match self.classify::<T>(id, raw, &counters) {
+                    (Some(entry), _) => {
+                        found.insert(id.to_owned(), entry.data);
+                    }
+                    (None, Some(stale)) => remove.push((self.key(prefix, id), stale)),
+                    (None, None) => {}
+                }
+            }
+            self.remove_quietly(remove, &counters).await;
+            Ok(found)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Writes one value (`SETEX`) with `ttl`, or the default TTL when
+    /// `None`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTtl`] under one second, [`Error::Encode`],
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        id: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.write_one(prefix, id, value, ttl, None).await
+    }
+
+    /// Writes one value with the envelope's optional `version` string.
+    ///
+    /// # Errors
+    /// As [`ReferenceDataCache::set`].
+    pub async fn set_versioned<T: Serialize + ?Sized>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        id: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: &str,
+    ) -> Result<()> {
+        self.write_one(prefix, id, value, ttl, Some(version)).await
+    }
+
+    async fn write_one<T: Serialize + ?Sized>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        id: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: Option<&str>,
+    ) -> Result<()> {
+        let span = info_span!("mes_cache.set", prefix = %prefix, id);
+        async {
+            self.check_open()?;
+            let ttl = self.ttl_or_default(ttl)?;
+            let key = self.key(prefix, id);
+            let bytes = self.encode(&key, value, ttl, version)?;
+            let counters = self.counters_for(prefix);
+            self.inner
+                .backend
+                .setex_many(vec![(key, ttl, bytes)], 1)
+                .await
+                .map_err(|e| self.failed(&counters, "set", e))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Writes many values, as pipelines of `SETEX` (`batch_size` commands
+    /// each). Returns how many were written. Nothing is written when one
+    /// value cannot be encoded.
+    ///
+    /// # Errors
+    /// As [`ReferenceDataCache::set`].
+    pub async fn set_many<I, K, V>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        entries: I,
+        ttl: Option<Duration>,
+    ) -> Result<usize>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: Serialize,
+    {
+        let span = info_span!("mes_cache.set_many", prefix = %prefix, count = tracing::field::Empty);
+        async {
+            self.check_open()?;
+            let ttl = self.ttl_or_default(ttl)?;
+            let items = entries
+                .into_iter()
+                .map(|(id, value)| {
+                    let key = self.key(prefix, id.as_ref());
+                    let bytes = self.encode(&key, &value, ttl, None)?;
+                    Ok((key, ttl, bytes))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let count = items.len();
+            tracing::Span::current().record("count", count);
+            if count == 0 {
+                return Ok(0);
+            }
+            let counters = self.counters_for(prefix);
+            self.inner
+                .backend
+                .setex_many(items, self.inner.batch_size)
+                .await
+                .map_err(|e| self.failed(&counters, "set_many", e))?;
+            Ok(count)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Removes one entry (`UNLINK` of its exact key: no pattern involved).
+    /// Returns whether it existed.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn invalidate(&self, prefix: &CacheKeyPrefix, id: &str) -> Result<bool> {
+        let span = info_span!("mes_cache.invalidate", prefix = %prefix, id);
+        async {
+            self.check_open()?;
+            let counters = self.counters_for(prefix);
+            let removed = self
+                .inner
+                .backend
+                .unlink(vec![self.key(prefix, id)])
+                .await
+                .map_err(|e| self.failed(&counters, "invalidate", e))?;
+            Ok(removed > 0)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Removes the entries of many ids (`UNLINK`, one per hash slot in
+    /// Cluster mode, pipelined). Returns how many existed.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn invalidate_many<I, S>(&self, prefix: &CacheKeyPrefix, ids: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let keys: Vec<String> = ids.into_iter().map(|id| self.key(prefix, id.as_ref())).collect();
+        let span = info_span!("mes_cache.invalidate_many", prefix = %prefix, count = keys.len());
+        async {
+            self.check_open()?;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            let counters = self.counters_for(prefix);
+            self.inner
+                .backend
+                .unlink(keys)
+                .await
+                .map_err(|e| self.failed(&counters, "invalidate_many", e))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Removes every entry whose key, after the namespace and its `:`,
+    /// matches the Redis glob `pattern`: `*` any run of characters
+    /// (including `:`), `?` one character, `[abc]` / `[^a]` / `[a-z]` a
+    /// class, `\x` a literal `x`. E.g. `work_order:*:P-123` removes
+    /// `mes:cache:work_order:{anything}:P-123`.
+    ///
+    /// The pattern is the caller's: put ids into it only through
+    /// [`escape_glob`](crate::escape_glob), or an id like `P-1*` widens the
+    /// deletion. The namespace is escaped here. Streams `SCAN` pages into
+    /// `UNLINK`s on every primary; returns how many keys were removed.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn invalidate_pattern(&self, pattern: &str) -> Result<u64> {
+        let full = format!("{}:{pattern}", self.inner.escaped_namespace);
+        let counters = self.counters_for(&CacheKeyPrefix::new(
+            pattern.split(':').next().unwrap_or("").to_owned(),
+        ));
+        self.scan_unlink(full, "invalidate_pattern", &counters).await
+    }
+
+    /// Removes every entry of a prefix (the prefix is escaped, so a free
+    /// prefix with glob characters removes only itself).
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn invalidate_all(&self, prefix: &CacheKeyPrefix) -> Result<u64> {
+        let pattern = format!(
+            "{}:{}:*",
+            self.inner.escaped_namespace,
+            escape_glob(prefix.as_str())
+        );
+        let counters = self.counters_for(prefix);
+        self.scan_unlink(pattern, "invalidate_all", &counters).await
+    }
+
+    /// Removes every entry of the namespace.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn clear_all(&self) -> Result<u64> {
+        let pattern = format!("{}:*", self.inner.escaped_namespace);
+        let counters = self.counters_for(&CacheKeyPrefix::new("*"));
+        self.scan_unlink(pattern, "clear_all", &counters).await
+    }
+
+    async fn scan_unlink(
+        &self,
+        pattern: String,
+        operation: &'static str,
+        counters: &Counters,
+    ) -> Result<u64> {
+        let span = info_span!("mes_cache.scan_unlink", operation, pattern = %pattern, removed = tracing::field::Empty);
+        async {
+            self.check_open()?;
+            let removed = self
+                .inner
+                .backend
+                .scan_unlink(&pattern, self.inner.scan_page_size)
+                .await
+                .map_err(|e| self.failed(counters, operation, e))?;
+            tracing::Span::current().record("removed", removed);
+            Ok(removed)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// This process's counters for a prefix (no Redis round trip).
+    pub fn counters(&self, prefix: &CacheKeyPrefix) -> CacheCounters {
+        self.counters_for(prefix).snapshot()
+    }
+
+    /// Counters, hit rate, key count (a `SCAN` of the prefix) and Redis
+    /// memory.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn stats(&self, prefix: &CacheKeyPrefix) -> Result<CacheStats> {
+        let span = info_span!("mes_cache.stats", prefix = %prefix);
+        async {
+            self.check_open()?;
+            let counters = self.counters_for(prefix);
+            let pattern = format!(
+                "{}:{}:*",
+                self.inner.escaped_namespace,
+                escape_glob(prefix.as_str())
+            );
+            let key_count = self
+                .inner
+                .backend
+                .scan_count(&pattern, self.inner.scan_page_size)
+                .await
+                .map_err(|e| self.failed(&counters, "stats", e))?;
+            let memory = self
+                .inner
+                .backend
+                .memory()
+                .await
+                .map_err(|e| self.failed(&counters, "stats", e))?;
+            let snapshot = counters.snapshot();
+            Ok(CacheStats {
+                prefix: prefix.as_str().to_owned(),
+                hit_rate: snapshot.hit_rate(),
+                counters: snapshot,
+                key_count,
+                memory,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `PING` (every primary in Cluster mode); returns the round-trip time.
+    ///
+    /// # Errors
+    /// [`Error::Redis`] when a node does not answer `PONG`, [`Error::Closed`].
+    pub async fn health_check(&self) -> Result<Duration> {
+        let span = info_span!("mes_cache.health_check");
+        async {
+            self.check_open()?;
+            let started = Instant::now();
+            self.inner
+                .backend
+                .ping()
+                .await
+                .map_err(|e| Error::redis("health_check", e))?;
+            Ok(started.elapsed())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Returns the cached value, or calls `loader` on a miss and caches what
+    /// it returns (default TTL). Concurrent misses of the same key in this
+    /// process call the loader once (single-flight); the others get its
+    /// result. When Redis fails, the loader is called anyway and
+    /// `loader_fallbacks` is counted.
+    ///
+    /// `Ok(None)` when the loader finds nothing (nothing is cached then).
+    ///
+    /// # Errors
+    /// [`Error::Loader`] when the loader fails (every caller sharing the
+    /// load gets it), [`Error::Closed`].
+    pub async fn get_or_load<T, F, Fut, E>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        id: &str,
+        loader: F,
+    ) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<T>, E>>,
+        E: Into<BoxError>,
+    {
+        let counters = self.counters_for(prefix);
+        let redis_ok = match self.get::<T>(prefix, id).await {
+            Ok(Some(value)) => return Ok(Some(value)),
+            Ok(None) => true,
+            Err(Error::Closed) => return Err(Error::Closed),
+            Err(_) => {
+                bump(&counters.loader_fallbacks, 1);
+                false
+            }
+        };
+        let key = self.key(prefix, id);
+        let flight = Arc::clone(lock(&self.inner.flights).entry(key.clone()).or_default());
+        flight.waiters.fetch_add(1, Ordering::SeqCst);
+        // Counted out however this call ends, cancellation included.
+        let waiting = Waiting(&flight);
+        let mut mine: Option<T> = None;
+        let mut own_error: Option<Error> = None;
+        let (mine_ref, error_ref) = (&mut mine, &mut own_error);
+        let shared = flight
+            .result
+            .get_or_init(|| async move {
+                if redis_ok && let Ok(Some(value)) = self.get::<T>(prefix, id).await {
+                    let json = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+                    *mine_ref = Some(value);
+                    return Ok(Some(json));
+                }
+                bump(&counters.loads, 1);
+                match loader().instrument(info_span!("mes_cache.load", prefix = %prefix, id)).await {
+                    Err(error) => {
+                        let error: BoxError = error.into();
+                        let message = chain(error.as_ref());
+                        warn!(prefix = %prefix, id, error = %message, "mes-cache: loader failed");
+                        *error_ref = Some(Error::Loader { source: error });
+                        Err(message)
+                    }
+                    Ok(None) => Ok(None),
+                    Ok(Some(value)) => {
+                        if redis_ok && let Err(error) = self.set(prefix, id, &value, None).await {
+                            warn!(prefix = %prefix, id, error = %chain(&error), "mes-cache: cannot cache the loaded value");
+                        }
+                        let json = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+                        *mine_ref = Some(value);
+                        Ok(Some(json))
+                    }
+                }
+            })
+            .await
+            .clone();
+        drop(waiting);
+        {
+            let mut flights = lock(&self.inner.flights);
+            if flights
+                .get(&key)
+                .is_some_and(|current| Arc::ptr_eq(current, &flight))
+            {
+                flights.remove(&key);
+            }
+        }
+        if let Some(error) = own_error {
+            return Err(error);
+        }
+        if mine.is_some() {
+            return Ok(mine);
+        }
+        match shared {
+            Ok(None) => Ok(None),
+            Ok(Some(json)) => serde_json::from_slice(&json)
+                .map(Some)
+                .map_err(|e| Error::Loader { source: Box::new(e) }),
+            Err(message) => Err(Error::Loader {
+                source: message.into(),
+            }),
+        }
+    }
+
+    /// How many callers are waiting on a `get_or_load` of this key right now
+    /// (diagnostics, and tests of the single-flight).
+    pub fn pending_loads(&self, prefix: &CacheKeyPrefix, id: &str) -> usize {
+        lock(&self.inner.flights)
+            .get(&self.key(prefix, id))
+            .map_or(0, |flight| flight.waiters.load(Ordering::SeqCst))
+    }
+
+    /// Stops every periodic warmer (waiting for them to end) and closes the
+    /// connections. Every later call fails with [`Error::Closed`].
+    ///
+    /// # Errors
+    /// [`Error::Redis`] when the connections cannot be closed cleanly.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.shutdown.send_replace(true);
+        let warmers: Vec<_> = std::mem::take(&mut *lock(&self.inner.warmers));
+        for mut done in warmers {
+            let _ = done.wait_for(|done| *done).await;
+        }
+        self.inner
+            .backend
+            .quit()
+            .await
+            .map_err(|e| Error::redis("close", e))
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}

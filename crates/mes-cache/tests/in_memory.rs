@@ -1,0 +1,29 @@
+//! The in-process test double runs the same scenarios as Redis, so what a
+//! service tests against it holds against Redis.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::Target;
+
+scenarios!(Target::Memory;
+    set_get_and_envelope,
+    typed_views_keep_types_apart,
+    errors_are_not_misses,
+    legacy_expiry_rule,
+    get_many_and_set_many_across_slots,
+    invalidation_escapes_ids,
+    clear_all_stays_in_its_namespace,
+    corrupt_values_are_counted_misses,
+    single_flight,
+    periodic_warming,
+    warm_handle_stop,
+    stats_and_health,
+    close_ends_everything,
+    legacy_fixtures_are_read,
+);
