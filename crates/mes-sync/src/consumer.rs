@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use mes_cache::ReferenceDataCache;
 use mes_events_types::{DomainEvent, EventPayload, EventType};
 use mes_publisher::EventPublisher;
 use rskafka::client::Client;
@@ -18,6 +19,7 @@ use crate::error::{BoxError, Error};
 use crate::handler::{Effects, HandlerError, Handlers};
 use crate::state::{GroupState, Lease, TopicPartition};
 use crate::stats::{ConsumerStats, StatsRegistry};
+use crate::sync::{BoundSync, CacheSync};
 use crate::worker::PartitionWorker;
 
 /// A consumer of MES domain events for one group, before it starts:
@@ -100,6 +102,14 @@ impl EventConsumer {
         self
     }
 
+    /// Keeps `cache` in sync with `rules`: each matching event removes the
+    /// entries its rules name, before the event's handler (if any) runs.
+    #[must_use]
+    pub fn sync(mut self, cache: ReferenceDataCache, rules: CacheSync) -> Self {
+        self.handlers.sync = Some(BoundSync { cache, rules });
+        self
+    }
+
     /// Reads `topic` too, even if no registered type is published there.
     #[must_use]
     pub fn subscribe(mut self, topic: impl Into<String>) -> Self {
@@ -114,7 +124,7 @@ impl EventConsumer {
         })?;
         if topics.is_empty() {
             return Err(Error::Config {
-                reason: "no handler registered, so no topic to read".to_owned(),
+                reason: "no handler or cache rule registered, so no topic to read".to_owned(),
             });
         }
         let config = Arc::new(self.config);

@@ -9,6 +9,7 @@ use mes_events_types::{DomainEvent, EventPayload, EventType};
 use serde_json::Value;
 
 use crate::error::BoxError;
+use crate::sync::BoundSync;
 
 /// The error a handler returns; its `Display` becomes the dead letter's
 /// reason when retries run out.
@@ -103,6 +104,7 @@ pub(crate) struct Handlers {
     pub(crate) by_type: HashMap<EventType, RawHandler>,
     pub(crate) unknown: Option<RawHandler>,
     pub(crate) extra_topics: Vec<String>,
+    pub(crate) sync: Option<BoundSync>,
 }
 
 impl Handlers {
@@ -154,6 +156,9 @@ impl Handlers {
     pub(crate) fn topics(&self) -> Result<Vec<String>, mes_events_types::Error> {
         let mut topics = self.extra_topics.clone();
         for event_type in self.by_type.keys() {
+            topics.push(event_type.topic()?);
+        }
+        for event_type in self.sync.iter().flat_map(|s| s.rules.event_types()) {
             topics.push(event_type.topic()?);
         }
         topics.sort();

@@ -21,6 +21,10 @@
 //!   partition waits and retries: nothing is dropped.
 //! - **Exactly-once Redis effects.** A handler may return [`Effects`],
 //!   applied atomically with the commit.
+//! - **Cache sync rules as data.** [`CacheSync`] says which cache entries an
+//!   event makes stale ([`CacheSync::fleet`] is the ready set for the
+//!   fleet's reference data); [`EventConsumer::sync`] applies them with a
+//!   `mes_cache::ReferenceDataCache`.
 //!
 //! # Feature flags
 //!
@@ -34,6 +38,7 @@ mod error;
 mod handler;
 mod state;
 mod stats;
+mod sync;
 mod worker;
 
 pub use config::{ConsumerConfig, HandlerRetry, StartPosition};
@@ -42,3 +47,4 @@ pub use error::{BoxError, Error};
 pub use handler::{Effects, HandlerError};
 pub use state::TopicPartition;
 pub use stats::{ConsumerStats, PartitionStats};
+pub use sync::CacheSync;
