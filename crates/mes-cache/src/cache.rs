@@ -429,6 +429,41 @@ impl ReferenceDataCache {
         self.write_one(prefix, id, value, ttl, Some(version)).await
     }
 
+    /// Writes one value with `version` unless the entry already holds a
+    /// version that is not older, in one atomic step (a Lua script in
+    /// Redis): a refresh from an older event never overwrites the data of a
+    /// newer one. Versions are compared byte-wise, so write ones that sort,
+    /// such as zero-padded timestamps; an entry whose version does not start
+    /// with a digit (none, or a legacy `v2`) is overwritten. Returns whether
+    /// it wrote.
+    ///
+    /// # Errors
+    /// As [`ReferenceDataCache::set`].
+    pub async fn set_if_newer<T: Serialize + ?Sized>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        id: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: &str,
+    ) -> Result<bool> {
+        let span = info_span!("mes_cache.set_if_newer", prefix = %prefix, id, version);
+        async {
+            self.check_open()?;
+            let ttl = self.ttl_or_default(ttl)?;
+            let key = self.key(prefix, id);
+            let bytes = self.encode(&key, value, ttl, Some(version))?;
+            let counters = self.counters_for(prefix);
+            self.inner
+                .backend
+                .setex_if_newer(key, ttl, bytes, version)
+                .await
+                .map_err(|e| self.failed(&counters, "set_if_newer", e))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn write_one<T: Serialize + ?Sized>(
         &self,
         prefix: &CacheKeyPrefix,

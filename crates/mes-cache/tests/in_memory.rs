@@ -26,4 +26,5 @@ scenarios!(Target::Memory;
     stats_and_health,
     close_ends_everything,
     legacy_fixtures_are_read,
+    set_if_newer_never_goes_back,
 );

@@ -26,6 +26,7 @@ scenarios!(Target::Tls;
     stats_and_health,
     close_ends_everything,
     legacy_fixtures_are_read,
+    set_if_newer_never_goes_back,
 );
 
 #[tokio::test]

@@ -19,9 +19,24 @@ pub(crate) enum CacheAction {
     Invalidate { prefix: CacheKeyPrefix, id: String },
     /// Remove every key matching the glob (ids already escaped).
     Pattern(String),
+    /// Write `{prefix}:{id}` unless it holds data of a newer event.
+    Refresh {
+        prefix: CacheKeyPrefix,
+        id: String,
+        value: Value,
+        version: String,
+    },
 }
 
 type Rule = Arc<dyn Fn(&DomainEvent<Value>) -> Result<Vec<CacheAction>, String> + Send + Sync>;
+
+/// The version a refresh writes into the envelope: the event's time (zero
+/// padded milliseconds, so versions sort as strings) then its id, so the
+/// later of two events wins, and of two at the same millisecond the one with
+/// the greater id.
+pub(crate) fn event_version(event: &DomainEvent<Value>) -> String {
+    format!("{:013}-{}", event.time().unix_millis().max(0), event.id())
+}
 
 /// Rules that keep a service's cached copies in sync with the events of
 /// the fleet, declared once instead of written into every handler.
@@ -119,6 +134,31 @@ impl CacheSync {
         })
     }
 
+    /// On every `T` event, write `value(payload)` to `{prefix}:{id(payload)}`
+    /// with the event's time and id as the envelope's `version`, unless the
+    /// entry already holds the data of a newer event (compared atomically in
+    /// Redis): an event handled late never overwrites a newer one's data.
+    #[must_use]
+    pub fn refresh<T: EventPayload + 'static, V: serde::Serialize>(
+        mut self,
+        prefix: CacheKeyPrefix,
+        id: impl Fn(&T) -> &str + Send + Sync + 'static,
+        value: impl Fn(&T) -> V + Send + Sync + 'static,
+    ) -> Self {
+        let rule: Rule = Arc::new(move |event: &DomainEvent<Value>| {
+            let payload = T::deserialize(event.data()).map_err(|e| e.to_string())?;
+            let value = serde_json::to_value(value(&payload)).map_err(|e| e.to_string())?;
+            Ok(vec![CacheAction::Refresh {
+                prefix: prefix.clone(),
+                id: id(&payload).to_owned(),
+                value,
+                version: event_version(event),
+            }])
+        });
+        self.rules.entry(T::EVENT_TYPE).or_default().push(rule);
+        self
+    }
+
     fn rule<T: EventPayload + 'static>(
         mut self,
         actions: impl Fn(&T) -> Vec<CacheAction> + Send + Sync + 'static,
@@ -173,6 +213,15 @@ impl BoundSync {
                 CacheAction::Pattern(pattern) => {
                     self.cache.invalidate_pattern(pattern).await?;
                 }
+                CacheAction::Refresh {
+                    prefix,
+                    id,
+                    value,
+                    version,
+                } => {
+                    // `false`: a newer event's data is there already.
+                    self.cache.set_if_newer(prefix, id, value, None, version).await?;
+                }
             }
         }
         Ok(())
@@ -212,5 +261,44 @@ mod tests {
         );
         let unrelated = DomainEvent::new_raw(EventType::parse("x.y").unwrap(), "s", Value::Null);
         assert_eq!(rules.actions(&unrelated).unwrap(), []);
+    }
+
+    fn renamed(name: &str, at_ms: i64) -> DomainEvent<Value> {
+        DomainEvent::new(
+            "material-service",
+            PartUpdated {
+                part_id: "P-1".into(),
+                part_number: "N-1".into(),
+                part_name: name.into(),
+                revision: None,
+                changes: PartFields::default(),
+                previous_values: None,
+            },
+        )
+        .with_time(mes_events_types::Timestamp::from_unix_millis(at_ms).unwrap())
+        .into_raw()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_late_older_event_never_overwrites_a_newer_refresh() {
+        let cache = ReferenceDataCache::in_memory(mes_cache::CacheConfig::default()).unwrap();
+        let sync = BoundSync {
+            cache: cache.clone(),
+            rules: CacheSync::new().refresh::<PartUpdated, _>(
+                CacheKeyPrefix::Part,
+                |p| &p.part_id,
+                |p| serde_json::json!({"partNumber": p.part_number, "partName": p.part_name}),
+            ),
+        };
+        let (older, newer) = (renamed("Old", 1_000), renamed("New", 2_000));
+        sync.apply(&sync.rules.actions(&newer).unwrap()).await.unwrap();
+        sync.apply(&sync.rules.actions(&older).unwrap()).await.unwrap();
+        let cached: Value = cache.get(&CacheKeyPrefix::Part, "P-1").await.unwrap().unwrap();
+        assert_eq!(cached["partName"], "New");
+        let newest = renamed("Newest", 3_000);
+        sync.apply(&sync.rules.actions(&newest).unwrap()).await.unwrap();
+        let cached: Value = cache.get(&CacheKeyPrefix::Part, "P-1").await.unwrap().unwrap();
+        assert_eq!(cached["partName"], "Newest");
     }
 }

@@ -164,6 +164,25 @@ impl InMemoryStore {
         Ok(())
     }
 
+    pub(crate) fn setex_if_newer(
+        &self,
+        key: String,
+        ttl: u64,
+        value: Vec<u8>,
+        version: &str,
+    ) -> Result<bool, BoxError> {
+        let now = self.clock.now_ms();
+        let mut state = self.live()?;
+        if let Some((current, _)) = state.entries.get(&key)
+            && super::holds_version_not_older(current, version)
+        {
+            return Ok(false);
+        }
+        let expires = now.saturating_add(ttl.saturating_mul(1000));
+        state.entries.insert(key, (value, Some(expires)));
+        Ok(true)
+    }
+
     pub(crate) fn unlink(&self, keys: &[String]) -> Result<u64, BoxError> {
         let mut state = self.live()?;
         Ok(keys

@@ -50,6 +50,23 @@ impl Backend {
         }
     }
 
+    /// `SETEX` unless the entry already holds a comparable version that is
+    /// not older, atomically; whether it wrote. Comparable: a version that
+    /// starts with a digit, compared byte-wise (write zero-padded
+    /// timestamps); any other (none, or a legacy `v2`) is overwritten.
+    pub(crate) async fn setex_if_newer(
+        &self,
+        key: String,
+        ttl: u64,
+        value: Vec<u8>,
+        version: &str,
+    ) -> Result<bool, BoxError> {
+        match self {
+            Self::Redis(r) => r.setex_if_newer(key, ttl, value, version).await,
+            Self::Memory(m) => m.setex_if_newer(key, ttl, value, version),
+        }
+    }
+
     /// `UNLINK` of the keys; the number removed.
     pub(crate) async fn unlink(&self, keys: Vec<String>) -> Result<u64, BoxError> {
         match self {
@@ -108,6 +125,20 @@ impl Backend {
 }
 
 /// Redis' `bytesToHuman`: `512B`, `1.02K`, `3.40M`, ...
+/// What the Redis script of `setex_if_newer` checks, for the in-memory
+/// store: `current` is an envelope whose version is comparable and not
+/// older than `version`.
+pub(crate) fn holds_version_not_older(current: &[u8], version: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: Option<String>,
+    }
+    serde_json::from_slice::<Versioned>(current)
+        .ok()
+        .and_then(|v| v.version)
+        .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()) && v.as_str() >= version)
+}
+
 pub(crate) fn bytes_to_human(bytes: u64) -> String {
     const UNITS: [(f64, &str); 5] = [
         (1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0, "P"),

@@ -156,6 +156,41 @@ impl RedisBackend {
         Ok(out)
     }
 
+    /// `SETEX` unless the entry holds a version that is not older (a Lua
+    /// compare-and-set, see `Backend::setex_if_newer`); whether it wrote.
+    pub(crate) async fn setex_if_newer(
+        &self,
+        key: String,
+        ttl: u64,
+        value: Vec<u8>,
+        version: &str,
+    ) -> Result<bool, BoxError> {
+        const SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, envelope = pcall(cjson.decode, current)
+  if ok and type(envelope) == 'table' and type(envelope.version) == 'string'
+     and string.match(envelope.version, '^%d') and envelope.version >= ARGV[3] then
+    return 0
+  end
+end
+redis.call('SETEX', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let eval = CustomCommand::new_static("EVAL", ClusterHash::Custom(slot), false);
+        let args: Vec<Value> = vec![
+            SCRIPT.into(),
+            Value::Integer(1),
+            key.into(),
+            ttl_value(ttl),
+            Value::Bytes(value.into()),
+            version.into(),
+        ];
+        let written: i64 = self.pool.next().custom(eval, args).await?;
+        Ok(written == 1)
+    }
+
     pub(crate) async fn setex_many(
         &self,
         items: Vec<(String, u64, Vec<u8>)>,

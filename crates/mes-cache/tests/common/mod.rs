@@ -304,6 +304,52 @@ pub async fn set_get_and_envelope(target: Target) {
     h.cleanup().await;
 }
 
+pub async fn set_if_newer_never_goes_back(target: Target) {
+    let h = Harness::new(target, "newer").await;
+    let prefix = CacheKeyPrefix::Part;
+    let write = |id: &'static str, n: usize, version: &'static str| {
+        let cache = h.cache.clone();
+        async move {
+            cache
+                .set_if_newer(&prefix_part(), id, &part(n), None, version)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(write("P-1", 2, "0000000000002-b").await, "no entry yet");
+    assert!(
+        !write("P-1", 1, "0000000000001-a").await,
+        "an older version is refused"
+    );
+    assert!(
+        !write("P-1", 9, "0000000000002-b").await,
+        "the same version is refused"
+    );
+    assert_eq!(h.cache.get::<Part>(&prefix, "P-1").await.unwrap(), Some(part(2)));
+    assert!(write("P-1", 3, "0000000000003-c").await, "a newer version wins");
+    assert_eq!(h.cache.get::<Part>(&prefix, "P-1").await.unwrap(), Some(part(3)));
+    let entry = h.cache.typed::<Part>().get_entry("P-1").await.unwrap().unwrap();
+    assert_eq!(entry.version.as_deref(), Some("0000000000003-c"));
+
+    // Entries it cannot compare with are overwritten: a legacy version, no
+    // version, a value that is not an envelope.
+    h.cache
+        .set_versioned(&prefix, "P-2", &part(1), None, "v2")
+        .await
+        .unwrap();
+    assert!(write("P-2", 5, "0000000000001-a").await);
+    h.cache.set(&prefix, "P-3", &part(1), None).await.unwrap();
+    assert!(write("P-3", 5, "0000000000001-a").await);
+    h.raw_set(&h.key(&prefix, "P-4"), "not json").await;
+    assert!(write("P-4", 5, "0000000000001-a").await);
+    assert_eq!(h.cache.get::<Part>(&prefix, "P-4").await.unwrap(), Some(part(5)));
+    h.cleanup().await;
+}
+
+fn prefix_part() -> CacheKeyPrefix {
+    CacheKeyPrefix::Part
+}
+
 pub async fn typed_views_keep_types_apart(target: Target) {
     let h = Harness::new(target, "typed").await;
     let parts = h.cache.typed::<Part>();
