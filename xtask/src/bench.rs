@@ -5,6 +5,7 @@ use std::process::Command;
 
 use mes_testkit::tansu::TansuBroker;
 
+use crate::redis::RedisServices;
 use crate::{Result, cargo_in_workspace, tools, workspace_root};
 
 const EVENTS: &str = "50000";
@@ -42,6 +43,17 @@ pub(crate) fn bench() -> Result<()> {
             .args([&brokers, &topic("kafkajs"), EVENTS])
             .env("NODE_PATH", &node_modules),
     )?);
+    eprintln!("xtask: benchmarking the consumer on the same broker and a private redis-server");
+    let (redis, redis_port) = RedisServices::bench_server()?;
+    results.extend(capture(
+        cargo_in_workspace()
+            .args(["bench", "--locked", "-p", "mes-sync", "--bench", "consume"])
+            .env("MES_BENCH_KAFKA_BROKERS", &brokers)
+            .env("MES_BENCH_REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
+            .env("MES_BENCH_RUN", &run)
+            .env("MES_BENCH_EVENTS", "20000"),
+    )?);
+    drop(redis);
     drop(broker);
     let _ = std::fs::remove_dir_all(&scratch);
     summarise(&results);
@@ -100,6 +112,22 @@ fn summarise(lines: &[String]) {
     }
     if let (Some(ours), Some(js)) = (rate("event_publisher"), rate("kafkajs")) {
         println!("  EventPublisher / kafkajs = {:.2}", ours / js);
+    }
+    if let (Some(noop), Some(cache), Some(raw)) = (
+        rate("consumer_noop"),
+        rate("consumer_cache_invalidation"),
+        rate("raw_rskafka_fetch"),
+    ) {
+        println!("\nConsumer throughput, 20000 events, 6 partitions, one group member:");
+        println!("  raw_rskafka_fetch          {raw:>10.0} events/s (fetch only)");
+        println!(
+            "  consumer, no-op handler    {noop:>10.0} events/s = {:.2} of raw fetch",
+            noop / raw
+        );
+        println!(
+            "  consumer, invalidation     {cache:>10.0} events/s = {:.2} of raw fetch",
+            cache / raw
+        );
     }
     for line in lines.iter().filter(|l| l.starts_with("LATENCY ")) {
         let parts: Vec<&str> = line.split_whitespace().collect();
