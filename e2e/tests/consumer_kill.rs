@@ -15,7 +15,6 @@ use common::Group;
 use fred::prelude::*;
 use mes_e2e::{effects_key, order_key};
 use mes_events_types::{DomainEvent, EventType};
-use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 use serde_json::json;
 
 const ENTITIES: usize = 200;
@@ -24,24 +23,8 @@ const KILLS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_consumers_apply_every_effect_once_in_order() {
-    let event_type = format!(
-        "tkill{}.thing.happened",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
-    let group = Group::new(&event_type, Duration::from_millis(1000));
-    let topic = mes_events_types::topic_for_type(&event_type).unwrap();
-    let publisher = EventPublisher::connect(PublisherConfig::new([group.brokers.as_str()]))
-        .await
-        .unwrap();
-    let settings = TopicSettings {
-        partitions: 4,
-        replication: 1,
-    };
-    publisher
-        .ensure_topics(&[TopicSpec::new(&topic, settings)])
-        .await
-        .unwrap();
-    let parsed = EventType::parse(&event_type).unwrap();
+    let (group, _topic, publisher) = Group::with_topic("kill", Duration::from_millis(1000), 4).await;
+    let parsed = EventType::parse(&group.event_type).unwrap();
     let events: Vec<DomainEvent> = (0..ENTITIES * PER_ENTITY)
         .map(|i| {
             DomainEvent::new_raw(parsed.clone(), "test", json!({"seq": i / ENTITIES}))

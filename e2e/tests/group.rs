@@ -8,28 +8,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Group, Ownership};
-use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_share_partitions_and_take_over_a_killed_ones() {
-    let event_type = format!(
-        "tgroup{}.thing.happened",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
     let lease = Duration::from_millis(1500);
-    let group = Group::new(&event_type, lease);
-    let topic = mes_events_types::topic_for_type(&event_type).unwrap();
-    let publisher = EventPublisher::connect(PublisherConfig::new([group.brokers.as_str()]))
-        .await
-        .unwrap();
-    let settings = TopicSettings {
-        partitions: 4,
-        replication: 1,
-    };
-    publisher
-        .ensure_topics(&[TopicSpec::new(&topic, settings)])
-        .await
-        .unwrap();
+    let (group, _topic, _publisher) = Group::with_topic("group", lease, 4).await;
 
     let (tx, lines) = mpsc::channel();
     let mut owned = Ownership::default();

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use mes_e2e::env;
+use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 
 /// What the members say, tagged by member name.
 pub type Lines = mpsc::Receiver<(String, String)>;
@@ -34,6 +35,29 @@ pub struct Group {
 }
 
 impl Group {
+    /// A group reading events of a type of its own (`t{name}{ulid}.thing.happened`),
+    /// whose topic is created with `partitions`; and a publisher to it that
+    /// sends one event per request (see `consumer_kill.rs` on why).
+    pub async fn with_topic(name: &str, lease: Duration, partitions: u16) -> (Self, String, EventPublisher) {
+        let event_type = format!(
+            "t{name}{}.thing.happened",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let group = Self::new(&event_type, lease);
+        let topic = mes_events_types::topic_for_type(&event_type).unwrap();
+        let config = PublisherConfig::new([group.brokers.as_str()]).linger(Duration::ZERO);
+        let publisher = EventPublisher::connect(config).await.unwrap();
+        let settings = TopicSettings {
+            partitions,
+            replication: 1,
+        };
+        publisher
+            .ensure_topics(&[TopicSpec::new(&topic, settings)])
+            .await
+            .unwrap();
+        (group, topic, publisher)
+    }
+
     pub fn new(event_type: &str, lease: Duration) -> Self {
         Self {
             brokers: mes_testkit::kafka_brokers(),
