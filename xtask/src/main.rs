@@ -144,8 +144,42 @@ fn prepend_path(dir: &Path) -> std::ffi::OsString {
     std::env::join_paths(paths).unwrap_or_default()
 }
 
+/// The demo runs against the environment's services (`KAFKA_BROKERS`,
+/// `REDIS_URL`) when set, else against a tansu broker and a redis-server
+/// started for it (tansu is built first if this machine never built it).
 fn demo(extra: &[String]) -> Result<()> {
-    run(cargo_in_workspace()
+    let given = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let scratch = std::env::temp_dir().join(format!("mes-demo-{}", std::process::id()));
+    let mut broker = None;
+    let brokers = match given("KAFKA_BROKERS") {
+        Some(brokers) => brokers,
+        None => {
+            let tansu = tools::TANSU.ensure()?;
+            let started = mes_testkit::tansu::TansuBroker::start(&tansu, "memory://tansu/", &scratch)
+                .map_err(|e| format!("cannot start tansu: {e}"))?;
+            eprintln!("xtask: started tansu on {}", started.address());
+            let address = started.address();
+            broker = Some(started);
+            address
+        }
+    };
+    let mut redis_server = None;
+    let redis_url = match given("REDIS_URL") {
+        Some(url) => url,
+        None => {
+            let (server, port) = redis::RedisServices::bench_server()?;
+            eprintln!("xtask: started redis-server on port {port}");
+            redis_server = Some(server);
+            format!("redis://127.0.0.1:{port}")
+        }
+    };
+    let outcome = run(cargo_in_workspace()
         .args(["run", "--quiet", "--locked", "--package", "mes-demo", "--"])
-        .args(extra))
+        .args(extra)
+        .env("MES_DEMO_KAFKA_BROKERS", brokers)
+        .env("MES_DEMO_REDIS_URL", redis_url));
+    drop(redis_server);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
 }

@@ -89,7 +89,8 @@ impl StatsRegistry {
 pub struct PartitionStats {
     /// The partition.
     pub partition: TopicPartition,
-    /// Whether this instance holds its lease now.
+    /// Whether this instance holds its lease and reads it now (its start
+    /// position is known: anything published from then on will be read).
     pub owned: bool,
     /// The next offset the group will read (what is committed).
     pub committed_offset: i64,

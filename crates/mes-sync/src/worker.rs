@@ -51,8 +51,6 @@ impl PartitionWorker {
     pub(crate) async fn run(mut self) {
         let span = info_span!("partition", topic = %self.tp.topic, partition = self.tp.partition);
         async {
-            self.counters.owned.store(true, Ordering::Relaxed);
-            self.stats.changed();
             match self.consume().await {
                 Interrupted::Stopped => {
                     self.state.release(&self.tp, &self.lease).await;
@@ -105,6 +103,9 @@ impl PartitionWorker {
             return Interrupted::Stopped;
         };
         self.counters.committed.store(offset, Ordering::Relaxed);
+        // Owned from here: the lease is held and the position is known, so
+        // anything published from now on will be read.
+        self.counters.owned.store(true, Ordering::Relaxed);
         self.stats.changed();
         let max_wait_ms = i32::try_from(self.config.fetch_max_wait.as_millis()).unwrap_or(i32::MAX);
         let mut backoff = INFRA_BACKOFF;
