@@ -49,10 +49,7 @@ async fn run() -> Result<(), Failure> {
     let brokers = var("MES_DEMO_KAFKA_BROKERS")?;
     let redis = var("MES_DEMO_REDIS_URL")?;
     let run_id = ulid::Ulid::new().to_string().to_lowercase();
-    println!(
-        "MES cache-sync demo: Kafka {brokers}, Redis {}",
-        mes_publisher_redacted(&redis)
-    );
+    println!("MES cache-sync demo: Kafka {brokers}, Redis {}", redacted(&redis));
     println!("(cache keys under the namespace mes-demo-{run_id}:cache, so no real entry is touched)\n");
 
     // The Material service's database, and the cache both services share.
@@ -234,7 +231,7 @@ async fn run() -> Result<(), Failure> {
 }
 
 /// The URL without its password, for printing.
-fn mes_publisher_redacted(url: &str) -> String {
+fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}<credentials>{}", &url[..scheme + 3], &url[at..])
