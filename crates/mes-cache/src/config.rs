@@ -113,7 +113,12 @@ impl CacheConfig {
     /// `rediss://` without the `tls` feature.
     pub fn from_url(url: &str) -> Result<Self> {
         validate_url(url)?;
-        Ok(Self {
+        Ok(Self::with_defaults(url))
+    }
+
+    /// Every setting at its default, for an already validated URL.
+    fn with_defaults(url: &str) -> Self {
+        Self {
             url: Secret(url.to_owned()),
             username: None,
             password: None,
@@ -127,7 +132,7 @@ impl CacheConfig {
             batch_size: 1000,
             clock: Arc::new(SystemClock),
             tls_roots_pem: None,
-        })
+        }
     }
 
     /// The configuration from `REDIS_URL`, or `redis://localhost:6379`
@@ -266,21 +271,7 @@ impl Default for CacheConfig {
     /// `redis://localhost:6379` with every default (not `REDIS_URL`; see
     /// [`CacheConfig::from_env`]).
     fn default() -> Self {
-        Self {
-            url: Secret(DEFAULT_REDIS_URL.to_owned()),
-            username: None,
-            password: None,
-            namespace: DEFAULT_NAMESPACE.to_owned(),
-            default_ttl: DEFAULT_TTL,
-            connect_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(5),
-            reconnect: ReconnectPolicy::default(),
-            pool_size: 2,
-            scan_page_size: 1000,
-            batch_size: 1000,
-            clock: Arc::new(SystemClock),
-            tls_roots_pem: None,
-        }
+        Self::with_defaults(DEFAULT_REDIS_URL)
     }
 }
 
