@@ -1,5 +1,6 @@
 //! Support for the end-to-end suites: the environment protocol between a
-//! test and the `sync-member` processes it starts and kills.
+//! test and the `sync-member` and `outbox-relay` processes it starts and
+//! kills.
 
 /// Names of the variables a test passes to `sync-member`.
 pub mod env {
@@ -15,6 +16,12 @@ pub mod env {
     pub const MEMBER: &str = "MES_E2E_MEMBER";
     /// Lease TTL in milliseconds.
     pub const LEASE_MS: &str = "MES_E2E_LEASE_MS";
+    /// PostgreSQL URL of the outbox (`outbox-relay`).
+    pub const POSTGRES: &str = "MES_E2E_POSTGRES";
+    /// The outbox table, `schema.table` (`outbox-relay`).
+    pub const OUTBOX_TABLE: &str = "MES_E2E_OUTBOX_TABLE";
+    /// After how many acknowledged batches `outbox-relay` stops dead.
+    pub const HOLD_AFTER_BATCHES: &str = "MES_E2E_HOLD_AFTER_BATCHES";
 }
 
 /// The Redis key of the effects hash of a group (event id -> times applied).

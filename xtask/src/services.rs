@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use mes_testkit::tansu::TansuBroker;
 
@@ -13,6 +14,7 @@ use crate::{Result, tools};
 /// What a test run talks to. Dropping it stops what it started.
 pub(crate) struct Services {
     kafka_brokers: String,
+    postgres_url: String,
     tansu_binary: PathBuf,
     python: PathBuf,
     redis: RedisServices,
@@ -46,8 +48,13 @@ impl Services {
             None => start("memory://tansu/")?,
         };
         let redis = RedisServices::provide()?;
+        let postgres_url = match given("MES_TEST_POSTGRES_URL") {
+            Some(url) => url,
+            None => local_postgres()?,
+        };
         Ok(Self {
             kafka_brokers,
+            postgres_url,
             tansu_binary,
             python,
             redis,
@@ -60,6 +67,7 @@ impl Services {
     pub(crate) fn export_to(&self, command: &mut Command) {
         for (name, value) in [
             ("MES_TEST_KAFKA_BROKERS", self.kafka_brokers.as_str().as_ref()),
+            ("MES_TEST_POSTGRES_URL", self.postgres_url.as_str().as_ref()),
             ("MES_TEST_TANSU_BIN", self.tansu_binary.as_os_str()),
             ("MES_TEST_PYTHON", self.python.as_os_str()),
         ] {
@@ -68,6 +76,43 @@ impl Services {
         }
         command.envs(self.redis.env());
     }
+}
+
+/// The machine's PostgreSQL (127.0.0.1:5432, trust auth, database `test`),
+/// started with the cluster's own tool when it is not listening. The suites
+/// share its database, each in schemas of its own.
+fn local_postgres() -> Result<String> {
+    const ADDRESS: &str = "127.0.0.1:5432";
+    let listening = || {
+        ADDRESS.parse().is_ok_and(|address| {
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
+        })
+    };
+    if !listening() {
+        eprintln!("xtask: PostgreSQL is not listening on {ADDRESS}; starting the local cluster");
+        let versions = std::fs::read_dir("/etc/postgresql").map_err(|e| {
+            format!("PostgreSQL is not running on {ADDRESS} and none is installed here ({e})")
+        })?;
+        for version in versions.flatten() {
+            let _ = Command::new("pg_ctlcluster")
+                .args(["--skip-systemctl-redirect"])
+                .arg(version.file_name())
+                .args(["main", "start"])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !listening() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "PostgreSQL is not listening on {ADDRESS} and could not be started; \
+                     set MES_TEST_POSTGRES_URL to a database the suites may use"
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(format!("postgres://postgres@{ADDRESS}/test"))
 }
 
 /// A scratch folder for logs and data of the services of one run, removed

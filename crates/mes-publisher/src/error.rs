@@ -96,6 +96,18 @@ pub enum Error {
         source: ClientError,
     },
 
+    /// A statement on the outbox table failed (feature `outbox-postgres`):
+    /// the database is unreachable, the table is missing, or an event with
+    /// the same id is already enqueued.
+    #[error("outbox: cannot {what}")]
+    Outbox {
+        /// What was being done.
+        what: String,
+        /// The database client's error.
+        #[source]
+        source: ClientError,
+    },
+
     /// The publisher was disconnected.
     #[error("the publisher is disconnected")]
     Disconnected,

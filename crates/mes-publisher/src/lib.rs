@@ -61,16 +61,24 @@
 //! | `compression-lz4` | no | [`Compression::Lz4`] |
 //! | `compression-snappy` | no | [`Compression::Snappy`] |
 //! | `compression-zstd` | no | [`Compression::Zstd`] |
+//! | `outbox-postgres` | no | the transactional outbox on PostgreSQL (sqlx): `Outbox`, `OutboxRelay` |
 
 mod config;
 mod error;
 mod kafka;
 mod memory;
+#[cfg(feature = "outbox-postgres")]
+mod outbox;
 mod publisher;
 
 pub use config::{Compression, PublisherConfig, RetryPolicy, SaslCredentials, SaslMechanism, TopicSettings};
 pub use error::{ClientError, Delivery, Error};
 pub use memory::{RecordedEvents, RecordedRecord};
+#[cfg(feature = "outbox-postgres")]
+pub use outbox::{
+    Acknowledged, BatchOutcome, Outbox, OutboxRelay, OutboxStats, OutboxTable, ParkedEvent, RelayConfig,
+    RelayStats, Requeue, RunningRelay, TransactionWork,
+};
 pub use publisher::{EventPublisher, Published, TopicSpec};
 
 /// Escape hatch: an rskafka client built exactly as the publisher builds its

@@ -13,8 +13,6 @@ use std::time::Duration;
 use mes_events_types::{DomainEvent, EventType, KafkaRecord, decode};
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 use mes_sync::{ConsumerConfig, Effects, EventConsumer, HandlerRetry};
-use rskafka::client::ClientBuilder;
-use rskafka::client::partition::UnknownTopicHandling;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -121,30 +119,11 @@ async fn forget_group(group: &str) {
 }
 
 async fn read_topic(brokers: &str, topic: &str) -> Vec<KafkaRecord> {
-    let client = ClientBuilder::new(vec![brokers.to_owned()])
-        .build()
+    mes_testkit::kafka::read_topic(brokers, topic)
         .await
-        .unwrap();
-    let pc = client
-        .partition_client(topic, 0, UnknownTopicHandling::Retry)
-        .await
-        .unwrap();
-    let mut offset = 0;
-    let mut out = Vec::new();
-    loop {
-        let (records, high_watermark) = pc.fetch_records(offset, 1..1_000_000, 100).await.unwrap();
-        for r in records {
-            offset = r.offset + 1;
-            out.push(KafkaRecord {
-                key: r.record.key,
-                headers: r.record.headers.into_iter().collect(),
-                value: r.record.value,
-            });
-        }
-        if offset >= high_watermark {
-            return out;
-        }
-    }
+        .into_iter()
+        .map(|r| r.record)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,10 @@
 //!   environment `cargo xtask test` sets up. A missing service is a test
 //!   failure with a message that says how to get it, never a skip.
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod tansu;
 
 use std::collections::BTreeMap;
@@ -134,6 +138,12 @@ pub fn python() -> PathBuf {
 /// (`MES_TEST_KAFKA_BROKERS`).
 pub fn kafka_brokers() -> String {
     required_env("MES_TEST_KAFKA_BROKERS", "Kafka-protocol broker")
+}
+
+/// The PostgreSQL database the suites share (`MES_TEST_POSTGRES_URL`); each
+/// suite works in a schema of its own.
+pub fn postgres_url() -> String {
+    required_env("MES_TEST_POSTGRES_URL", "PostgreSQL database")
 }
 
 /// The tansu binary, for suites that start and kill brokers of their own

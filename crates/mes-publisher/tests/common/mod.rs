@@ -1,7 +1,8 @@
-//! Shared helpers of the publisher suites: a reader of whole topics and
+//! Shared helpers of the publisher suites: the reader of whole topics and
 //! unique topic names.
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,19 +12,10 @@
 
 use std::time::Duration;
 
-use mes_events_types::{DomainEvent, EventType, KafkaRecord};
+use mes_events_types::{DomainEvent, EventType};
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
-use rskafka::client::ClientBuilder;
-use rskafka::client::partition::UnknownTopicHandling;
+pub use mes_testkit::kafka::read_topic;
 use serde_json::Value;
-
-/// A record read back from the broker.
-#[derive(Debug, Clone)]
-pub struct ReadRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub record: KafkaRecord,
-}
 
 /// An event type of a domain no other test uses, so its topic
 /// (`mes.{domain}.events`) is this test's alone.
@@ -56,51 +48,6 @@ pub async fn create_topic(publisher: &EventPublisher, topic: &str, partitions: u
         .await
         .unwrap();
     assert_eq!(created, [topic.to_owned()]);
-}
-
-/// Every record of every partition of `topic`, read up to the high
-/// watermark each fetch reports (tansu's ListOffsets(latest) is wrong on
-/// memory storage after multi-record batches, the fetch watermark is right).
-pub async fn read_topic(brokers: &str, topic: &str) -> Vec<ReadRecord> {
-    let client = ClientBuilder::new(brokers.split(',').map(str::to_owned).collect())
-        .build()
-        .await
-        .unwrap();
-    let partitions = client
-        .list_topics()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.name == topic)
-        .unwrap_or_else(|| panic!("topic {topic} not found"))
-        .partitions;
-    let mut all = Vec::new();
-    for partition in partitions {
-        let pc = client
-            .partition_client(topic, partition, UnknownTopicHandling::Error)
-            .await
-            .unwrap();
-        let mut offset = 0;
-        loop {
-            let (records, high_watermark) = pc.fetch_records(offset, 1..4_000_000, 100).await.unwrap();
-            for r in records {
-                offset = r.offset + 1;
-                all.push(ReadRecord {
-                    partition,
-                    offset: r.offset,
-                    record: KafkaRecord {
-                        key: r.record.key,
-                        headers: r.record.headers.into_iter().collect(),
-                        value: r.record.value,
-                    },
-                });
-            }
-            if offset >= high_watermark {
-                break;
-            }
-        }
-    }
-    all
 }
 
 pub const PATIENCE: Duration = Duration::from_secs(120);
