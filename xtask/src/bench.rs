@@ -9,6 +9,7 @@ use crate::redis::RedisServices;
 use crate::{Result, cargo_in_workspace, tools, workspace_root};
 
 const EVENTS: &str = "50000";
+const OUTBOX_EVENTS: &str = "20000";
 
 pub(crate) fn bench() -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("mes-bench-{}", std::process::id()));
@@ -42,6 +43,24 @@ pub(crate) fn bench() -> Result<()> {
             .arg(bench_dir.join("kafkajs_producer.js"))
             .args([&brokers, &topic("kafkajs"), EVENTS])
             .env("NODE_PATH", &node_modules),
+    )?);
+    eprintln!("xtask: benchmarking the PostgreSQL outbox on the same broker and the local PostgreSQL");
+    results.extend(capture(
+        cargo_in_workspace()
+            .args([
+                "bench",
+                "--locked",
+                "-p",
+                "mes-publisher",
+                "--features",
+                "outbox-postgres",
+                "--bench",
+                "outbox",
+            ])
+            .env("MES_BENCH_KAFKA_BROKERS", &brokers)
+            .env("MES_BENCH_POSTGRES_URL", crate::services::postgres_url()?)
+            .env("MES_BENCH_RUN", &run)
+            .env("MES_BENCH_EVENTS", OUTBOX_EVENTS),
     )?);
     eprintln!("xtask: benchmarking the consumer on the same broker and a private redis-server");
     let (redis, redis_port) = RedisServices::bench_server()?;
@@ -112,6 +131,25 @@ fn summarise(lines: &[String]) {
     }
     if let (Some(ours), Some(js)) = (rate("event_publisher"), rate("kafkajs")) {
         println!("  EventPublisher / kafkajs = {:.2}", ours / js);
+    }
+    if let (Some(direct), Some(one), Some(three)) = (
+        rate("outbox_baseline_direct_publish"),
+        rate("outbox_end_to_end_1_relay"),
+        rate("outbox_end_to_end_3_relays"),
+    ) {
+        println!(
+            "\nOutbox, {OUTBOX_EVENTS} events of ~1 KB from commit to broker acknowledgement \
+             (4 writers, 10 events per transaction):"
+        );
+        println!("  direct publish (baseline)  {direct:>10.0} events/s");
+        println!(
+            "  outbox, 1 relay            {one:>10.0} events/s = {:.2} of direct",
+            one / direct
+        );
+        println!(
+            "  outbox, 3 relays           {three:>10.0} events/s = {:.2} of direct",
+            three / direct
+        );
     }
     if let (Some(noop), Some(cache), Some(raw)) = (
         rate("consumer_noop"),

@@ -48,10 +48,7 @@ impl Services {
             None => start("memory://tansu/")?,
         };
         let redis = RedisServices::provide()?;
-        let postgres_url = match given("MES_TEST_POSTGRES_URL") {
-            Some(url) => url,
-            None => local_postgres()?,
-        };
+        let postgres_url = postgres_url()?;
         Ok(Self {
             kafka_brokers,
             postgres_url,
@@ -78,10 +75,17 @@ impl Services {
     }
 }
 
-/// The machine's PostgreSQL (127.0.0.1:5432, trust auth, database `test`),
-/// started with the cluster's own tool when it is not listening. The suites
+/// `MES_TEST_POSTGRES_URL` when given, else the machine's PostgreSQL
+/// (127.0.0.1:5432, trust auth, database `test`), started with the cluster's
+/// own tool when it is not listening. The suites
 /// share its database, each in schemas of its own.
-fn local_postgres() -> Result<String> {
+pub(crate) fn postgres_url() -> Result<String> {
+    if let Some(url) = std::env::var("MES_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return Ok(url);
+    }
     const ADDRESS: &str = "127.0.0.1:5432";
     let listening = || {
         ADDRESS.parse().is_ok_and(|address| {
