@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use mes_events_types::codec::STRUCTURED_CONTENT_TYPE;
 use mes_events_types::{DomainEvent, EventId, KafkaRecord, decode};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -374,7 +375,10 @@ impl OutboxRelay {
         for (seq, key, json, attempts) in &rows {
             let record = KafkaRecord {
                 key: None,
-                headers: Vec::new(),
+                headers: vec![(
+                    "content-type".to_owned(),
+                    STRUCTURED_CONTENT_TYPE.as_bytes().to_vec(),
+                )],
                 value: Some(json.clone().into_bytes()),
             };
             match decode(&record) {
