@@ -250,8 +250,7 @@ async fn three_relays_publish_every_event_once_in_commit_order_per_entity() {
     acks.wait_for(EVENTS).await;
     let mut published_by = Vec::new();
     for relay in relays {
-        published_by.push(relay.stats().published);
-        relay.shutdown().await;
+        published_by.push(relay.shutdown().await.published);
     }
     assert_eq!(s.outbox.stats(&s.pool).await.unwrap().pending, 0);
     // Each row was deleted by exactly one relay.
@@ -389,15 +388,17 @@ async fn an_event_that_fails_by_itself_is_parked_holds_its_entity_back_and_can_b
     s.outbox.enqueue(&mut tx, &events).await.unwrap();
     tx.commit().await.unwrap();
 
+    // One row per round, so E-1's second event is not sent alongside its
+    // first (it is on another topic, where nothing would stop it).
     let config = RelayConfig::default()
+        .batch_size(1)
         .max_attempts(2)
         .backoff(Duration::ZERO, Duration::ZERO);
     let relay = OutboxRelay::new(s.outbox.clone(), s.pool.clone(), publisher.clone(), config);
     let first = relay.relay_once().await.unwrap();
-    // E-2 goes; E-1's first event fails and its second waits behind it.
     assert_eq!(
         (first.published, first.failed, first.parked),
-        (1, 1, 0),
+        (0, 1, 0),
         "{first:?}"
     );
     let second = relay.relay_once().await.unwrap();
@@ -406,6 +407,9 @@ async fn an_event_that_fails_by_itself_is_parked_holds_its_entity_back_and_can_b
         (0, 1, 1),
         "{second:?}"
     );
+    // E-2 goes; E-1's second event waits behind the parked first.
+    let third = relay.relay_once().await.unwrap();
+    assert_eq!((third.claimed, third.published), (1, 1), "{third:?}");
     assert_eq!(
         relay.drain().await.unwrap().claimed,
         0,
@@ -438,10 +442,16 @@ async fn an_event_that_fails_by_itself_is_parked_holds_its_entity_back_and_can_b
         .map(|(_, e)| e.id().to_string())
         .collect();
     assert_eq!(order, [events[2].id().to_string(), events[1].id().to_string()]);
+    let requeued: Vec<String> = events_on(&brokers, &missing.topic().unwrap())
+        .await
+        .into_iter()
+        .map(|(_, e)| e.id().to_string())
+        .collect();
+    assert_eq!(requeued, [events[0].id().to_string()]);
 }
 
 #[tokio::test]
-async fn events_that_cannot_be_encoded_are_refused_before_anything_is_written() {
+async fn events_that_cannot_be_encoded_or_are_too_large_are_refused_before_anything_is_written() {
     let s = TestSchema::create("outbox_refused").await;
     let pool = s.pool(1).await;
     let outbox = Outbox::new(OutboxTable::in_schema(s.name(), "outbox").unwrap());
@@ -451,6 +461,19 @@ async fn events_that_cannot_be_encoded_are_refused_before_anything_is_written() 
     let mut tx = pool.begin().await.unwrap();
     let refused = outbox.enqueue(&mut tx, &[typeless]).await;
     assert!(matches!(refused, Err(Error::Encode(_))), "{refused:?}");
+    // Larger than the limit: refused in the business transaction, not
+    // parked later.
+    let small = outbox.clone().max_event_bytes(2_000);
+    let big = DomainEvent::new_raw(
+        EventType::parse("material.part.updated").unwrap(),
+        "svc",
+        json!({"pad": "x".repeat(2_000)}),
+    );
+    let refused = small.enqueue(&mut tx, &[big]).await;
+    assert!(
+        matches!(refused, Err(Error::RecordTooLarge { limit: 2_000, .. })),
+        "{refused:?}"
+    );
     tx.commit().await.unwrap();
     assert_eq!(outbox.stats(&pool).await.unwrap().pending, 0);
 }

@@ -23,6 +23,11 @@
 //!   entity, so several relays share the work without reordering it;
 //! - a parked event holds back the later events of its entity until it is
 //!   re-queued: publishing them first would reorder the entity's history.
+//!
+//! Kafka orders events within a partition only, so that is what the order
+//! above means on the wire: an entity's events on one topic. Events of one
+//! entity that are published in one round to different topics are
+//! independent; one failing does not stop the other.
 
 mod relay;
 mod table;
@@ -78,6 +83,7 @@ pub type TransactionWork<'c, R, E> = Pin<Box<dyn Future<Output = Result<R, E>> +
 pub struct Outbox {
     table: OutboxTable,
     sql: Arc<Statements>,
+    max_event_bytes: usize,
 }
 
 /// What the outbox table holds now, for dashboards and alerts.
@@ -131,7 +137,20 @@ impl Outbox {
     /// The outbox in `table`.
     pub fn new(table: OutboxTable) -> Self {
         let sql = Arc::new(Statements::new(&table));
-        Self { table, sql }
+        Self {
+            table,
+            sql,
+            max_event_bytes: 1_000_000,
+        }
+    }
+
+    /// The largest event (its structured JSON) `enqueue` accepts; default
+    /// 1,000,000 bytes, the publisher's and Kafka's default record limit.
+    /// Refusing it in the business transaction beats parking it later.
+    #[must_use]
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
     }
 
     /// The table.
@@ -160,7 +179,9 @@ impl Outbox {
     /// Writes `events` to the outbox on `connection`, which should be inside
     /// the transaction of the business change they describe: they are
     /// published once it commits, and never if it rolls back. Events that
-    /// cannot be encoded are refused before anything is written.
+    /// cannot be encoded or are larger than
+    /// [`max_event_bytes`](Self::max_event_bytes) are refused before
+    /// anything is written.
     ///
     /// Holds a lock per entity until the transaction ends, so concurrent
     /// transactions writing events for one entity commit one after the
@@ -174,7 +195,7 @@ impl Outbox {
         if events.is_empty() {
             return Ok(());
         }
-        let rows = OutboxRows::encode(events)?;
+        let rows = OutboxRows::encode(events, self.max_event_bytes)?;
         sqlx::query(&self.sql.lock_and_notify)
             .bind(&rows.keys)
             .bind(self.table.qualified_name())
@@ -294,7 +315,7 @@ impl OutboxRows {
     /// Rows hold the event as the structured CloudEvents JSON the codec
     /// writes (what legacy consumers read too), so the relay publishes it in
     /// whatever mode its publisher is configured for.
-    fn encode<T: Serialize>(events: &[DomainEvent<T>]) -> Result<Self, Error> {
+    fn encode<T: Serialize>(events: &[DomainEvent<T>], max_bytes: usize) -> Result<Self, Error> {
         let options = EncodeOptions::default()
             .mode(ContentMode::Structured)
             .legacy_headers(false);
@@ -314,6 +335,13 @@ impl OutboxRows {
                 .ok_or_else(|| Error::Config {
                     reason: "the codec wrote a structured record without a UTF-8 value".to_owned(),
                 })?;
+            if json.len() > max_bytes {
+                return Err(Error::RecordTooLarge {
+                    topic,
+                    size: json.len(),
+                    limit: max_bytes,
+                });
+            }
             rows.ids.push(event.id().as_str().to_owned());
             rows.types.push(event.event_type().to_string());
             rows.topics.push(topic);

@@ -389,6 +389,7 @@ impl OutboxRelay {
                 }
             }
         }
+        // An entity whose row did not decode sends nothing after it.
         sendable.retain(|(_, key, _)| !blocked.contains(key));
 
         let events: Vec<DomainEvent<Value>> = sendable.iter().map(|(_, _, event)| event.clone()).collect();
@@ -396,11 +397,11 @@ impl OutboxRelay {
         let mut acknowledged = Vec::new();
         let mut done = Vec::new();
         for ((seq, key, event), result) in sendable.iter().zip(results) {
-            if blocked.contains(key) {
-                continue;
-            }
-            let attempts = rows.iter().find(|row| row.0 == *seq).map_or(0, |row| row.3);
             match result {
+                // Acknowledged is deleted, whatever happened to the entity's
+                // other events: it is on the topic. (Within a partition, an
+                // event never gets past a failed one of its entity: the
+                // publisher fails those queued behind it.)
                 Ok(published) => {
                     done.push(*seq);
                     acknowledged.push(Acknowledged {
@@ -408,8 +409,10 @@ impl OutboxRelay {
                         published,
                     });
                 }
-                Err(error) => {
-                    blocked.insert(key);
+                // The entity's first failure is recorded; its later rows
+                // stay as they are and go again behind it.
+                Err(error) if blocked.insert(key) => {
+                    let attempts = rows.iter().find(|row| row.0 == *seq).map_or(0, |row| row.3);
                     match classify(&error) {
                         Kind::Waiting => {}
                         Kind::Broker => {
@@ -421,6 +424,7 @@ impl OutboxRelay {
                         }
                     }
                 }
+                Err(_) => {}
             }
         }
         if let Some(callback) = &self.config.on_acknowledged
@@ -577,12 +581,13 @@ impl RunningRelay {
     }
 
     /// Stops after the round in progress (whose acknowledged rows are still
-    /// deleted) and waits for it.
-    pub async fn shutdown(mut self) {
+    /// deleted), waits for it, and returns the final counters.
+    pub async fn shutdown(mut self) -> RelayStats {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self.counters.snapshot()
     }
 }
 
