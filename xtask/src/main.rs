@@ -3,6 +3,8 @@
 //! Run `cargo xtask help` for the list.
 
 mod bench;
+mod crates;
+mod package;
 mod redis;
 mod services;
 mod tools;
@@ -26,6 +28,13 @@ Tasks:
               `bench redis [args]` the cache against raw fred, redis-benchmark
               and the legacy invalidation (see crates/mes-cache/benches/cache.rs);
               no argument runs both.
+  package     Publish the crates to a cargo registry started for the occasion
+              (ferro-cargo-registry-server on a spare port) in dependency
+              order, verified; then build and run two sample services outside
+              the workspace against it, one taking mes-events-types alone and
+              one mes-cache alone, print their `cargo tree` and fail if the
+              first pulls in a runtime or network crate or the second a Kafka
+              client. Extra args go to `cargo publish` (e.g. --allow-dirty).
   ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
               without warnings, cargo deny (bans, licenses, sources), then `test`.
   help        This text.
@@ -56,6 +65,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "ci" => ci(),
         "demo" => demo(rest),
+        "package" => package::package(rest),
         "bench" => match rest.split_first() {
             Some((which, args)) if which == "redis" => redis::bench(args),
             Some((which, _)) if which == "kafka" => bench::bench(),

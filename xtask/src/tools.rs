@@ -101,6 +101,16 @@ pub(crate) const TANSU: CargoTool = CargoTool {
     build_note: "15-20 minutes on 2 cores, once per machine",
 };
 
+/// A cargo registry (sparse index, publish API) for `cargo xtask package`:
+/// pure Rust on axum, so its build is short.
+pub(crate) const CARGO_REGISTRY: CargoTool = CargoTool {
+    krate: "ferro-cargo-registry-server",
+    version: "1.0.0",
+    features: &[],
+    binary: "ferro-cargo-registry-server",
+    build_note: "about 2 minutes on 2 cores, once per machine",
+};
+
 /// The cargo that runs this xtask.
 pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())

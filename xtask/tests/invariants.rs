@@ -6,6 +6,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
+// Shared with `cargo xtask package`, so both read the same lists.
+#[path = "../src/crates.rs"]
+mod crates;
+
+use crates::{PUBLISH_ORDER, does_io};
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -46,41 +52,6 @@ fn normal_dependency_closure(package: &str) -> BTreeSet<String> {
         .filter(|name| *name != package)
         .map(str::to_owned)
         .collect()
-}
-
-/// Crates that do I/O or run an async runtime; a schema crate must not pull
-/// any of them in.
-fn does_io(name: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "mio",
-        "socket2",
-        "fred",
-        "rskafka",
-        "rdkafka",
-        "redis",
-        "sqlx",
-        "hyper",
-        "h2",
-        "reqwest",
-        "ureq",
-        "async-std",
-        "smol",
-        "async-io",
-        "native-tls",
-        "openssl",
-        "tonic",
-        "actix-web",
-        "axum",
-        "warp",
-        "nats",
-        "async-nats",
-        "libc-net",
-        "tokio",
-    ];
-    const PREFIXES: &[&str] = &[
-        "tokio-", "rustls", "rdkafka-", "sqlx-", "hyper-", "openssl-", "redis-",
-    ];
-    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 #[test]
@@ -174,6 +145,38 @@ fn publishable_crates_carry_registry_metadata_and_versioned_internal_deps() {
         publishable,
         ["mes-cache", "mes-events-types", "mes-publisher", "mes-sync"]
     );
+}
+
+#[test]
+fn publish_order_lists_the_publishable_crates_after_their_internal_dependencies() {
+    let metadata = metadata();
+    let packages = metadata["packages"].as_array().unwrap();
+    let publishable: BTreeSet<&str> = packages
+        .iter()
+        .filter(|package| !package["publish"].as_array().is_some_and(|p| p.is_empty()))
+        .map(|package| package["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        publishable,
+        PUBLISH_ORDER.iter().copied().collect::<BTreeSet<_>>(),
+        "PUBLISH_ORDER (xtask/src/crates.rs) must list exactly the publishable crates"
+    );
+    for (position, name) in PUBLISH_ORDER.iter().enumerate() {
+        let package = packages.iter().find(|p| p["name"] == *name).unwrap();
+        for dependency in package["dependencies"].as_array().unwrap() {
+            let dep = dependency["name"].as_str().unwrap();
+            // A path-only dev-dependency is dropped from the published
+            // manifest; anything else must already be in the registry.
+            let dropped = dependency["kind"] == "dev" && dependency["registry"].is_null();
+            if publishable.contains(dep) && !dropped {
+                let before = PUBLISH_ORDER.iter().position(|n| *n == dep).unwrap();
+                assert!(
+                    before < position,
+                    "{name} depends on {dep}, so PUBLISH_ORDER must list {dep} first"
+                );
+            }
+        }
+    }
 }
 
 #[test]
