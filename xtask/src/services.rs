@@ -64,7 +64,7 @@ impl Services {
     pub(crate) fn export_to(&self, command: &mut Command) {
         for (name, value) in [
             ("MES_TEST_KAFKA_BROKERS", self.kafka_brokers.as_str().as_ref()),
-            ("MES_TEST_POSTGRES_URL", self.postgres_url.as_str().as_ref()),
+            ("MES_TEST_DATABASE_URL", self.postgres_url.as_str().as_ref()),
             ("MES_TEST_TANSU_BIN", self.tansu_binary.as_os_str()),
             ("MES_TEST_PYTHON", self.python.as_os_str()),
         ] {
@@ -75,12 +75,12 @@ impl Services {
     }
 }
 
-/// `MES_TEST_POSTGRES_URL` when given, else the machine's PostgreSQL
+/// `MES_TEST_DATABASE_URL` when given, else the machine's PostgreSQL
 /// (127.0.0.1:5432, trust auth, database `test`), started with the cluster's
 /// own tool when it is not listening. The suites
 /// share its database, each in schemas of its own.
 pub(crate) fn postgres_url() -> Result<String> {
-    if let Some(url) = std::env::var("MES_TEST_POSTGRES_URL")
+    if let Some(url) = std::env::var("MES_TEST_DATABASE_URL")
         .ok()
         .filter(|v| !v.is_empty())
     {
@@ -109,7 +109,7 @@ pub(crate) fn postgres_url() -> Result<String> {
             if Instant::now() > deadline {
                 return Err(format!(
                     "PostgreSQL is not listening on {ADDRESS} and could not be started; \
-                     set MES_TEST_POSTGRES_URL to a database the suites may use"
+                     set MES_TEST_DATABASE_URL to a database the suites may use"
                 )
                 .into());
             }

@@ -140,10 +140,10 @@ pub fn kafka_brokers() -> String {
     required_env("MES_TEST_KAFKA_BROKERS", "Kafka-protocol broker")
 }
 
-/// The PostgreSQL database the suites share (`MES_TEST_POSTGRES_URL`); each
+/// The PostgreSQL database the suites share (`MES_TEST_DATABASE_URL`); each
 /// suite works in a schema of its own.
 pub fn postgres_url() -> String {
-    required_env("MES_TEST_POSTGRES_URL", "PostgreSQL database")
+    required_env("MES_TEST_DATABASE_URL", "PostgreSQL database")
 }
 
 /// The tansu binary, for suites that start and kill brokers of their own
