@@ -127,7 +127,7 @@ pub(crate) async fn build_client(config: &PublisherConfig) -> Result<Client, Err
     #[cfg(feature = "tls")]
     if let Some(rejections) = rejections {
         return tokio::select! {
-            connected = connect => connected,
+            connected = connect => connected.map_err(|e| rejections.explain(e)),
             rejected = rejections.first() => Err(rejected),
         };
     }

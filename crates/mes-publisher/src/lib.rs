@@ -72,8 +72,10 @@
 //! broker certificate that fails verification ends
 //! [`EventPublisher::connect`] at once with [`Error::TlsHandshake`]; unusable
 //! files are [`Error::TlsSetup`] before anything is sent. A broker that
-//! refuses the client's certificate closes the connection after the
-//! handshake, which shows as [`Error::Connect`] at the connect timeout.
+//! refuses the client's certificate (or its absence) closes the connection
+//! after the handshake, which shows as [`Error::Connect`] at the connect
+//! timeout; when a broker asked for a client certificate and none is
+//! configured, that error's cause says so.
 
 mod config;
 mod error;

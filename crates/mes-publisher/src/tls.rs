@@ -7,25 +7,35 @@
 //! and it reports the first rejection, so that a connect ends at once with
 //! the reason instead of retrying a handshake that cannot succeed until the
 //! connect timeout hides why.
+//!
+//! A broker that requires a client certificate the client lacks cannot be
+//! told apart from one that merely asks for one: the handshake succeeds and
+//! the broker closes the connection, which rskafka retries until the
+//! connect timeout. Without a client certificate the client therefore
+//! notes whether a broker asked for one, and a failed connect says so.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::{KeyPem, Pem, TlsSettings};
 use crate::error::{ClientError, Error};
 
 /// The first broker certificate rejected by a client configuration's
-/// verifier, and a wake-up for whoever waits for it.
+/// verifier, and a wake-up for whoever waits for it; and whether a broker
+/// asked for a client certificate the configuration does not have.
 #[derive(Default)]
 pub(crate) struct Rejections {
     first: OnceLock<(String, rustls::Error)>,
     notify: tokio::sync::Notify,
+    client_cert_asked: AtomicBool,
 }
 
 impl std::fmt::Debug for Rejections {
@@ -48,6 +58,20 @@ impl Rejections {
         }
     }
 
+    /// `error` of a failed connect, with the likely reason added when a
+    /// broker asked for a client certificate and none is configured.
+    pub(crate) fn explain(&self, error: Error) -> Error {
+        match error {
+            Error::Connect { brokers, source } if self.client_cert_asked.load(Ordering::Relaxed) => {
+                Error::Connect {
+                    brokers,
+                    source: Box::new(NoClientCertificate(source)),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Waits for a rejection and turns it into the crate's error.
     pub(crate) async fn first(&self) -> Error {
         loop {
@@ -59,6 +83,29 @@ impl Rejections {
             }
             self.notify.notified().await;
         }
+    }
+}
+
+/// The cause of a failed connect, under this explanation.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a broker asked for a client certificate and none is configured \
+     (TlsSettings::client_cert_files, KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE)"
+)]
+struct NoClientCertificate(#[source] ClientError);
+
+/// No client certificate, noting when a broker asks for one.
+#[derive(Debug)]
+struct NoClientCert(Arc<Rejections>);
+
+impl ResolvesClientCert for NoClientCert {
+    fn resolve(&self, _issuers: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.client_cert_asked.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
     }
 }
 
@@ -145,18 +192,16 @@ pub(crate) fn client_config(settings: &TlsSettings) -> Result<(Arc<ClientConfig>
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let config = match &settings.client {
-        None => builder.with_no_client_auth(),
+        None => builder.with_client_cert_resolver(Arc::new(NoClientCert(Arc::clone(&rejections)))),
         Some((cert, key)) => {
             let chain = certificates(cert, "client certificate")?;
             let key = private_key(key)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
-                setup_error(
-                    format!(
-                        "the client certificate {} and its key do not go together",
-                        describe(cert)
-                    ),
-                    e,
-                )
+                let what = format!(
+                    "the client certificate ({}) and key do not go together",
+                    describe(cert)
+                );
+                setup_error(what, e)
             })?
         }
     };
@@ -165,15 +210,15 @@ pub(crate) fn client_config(settings: &TlsSettings) -> Result<(Arc<ClientConfig>
 
 fn describe(pem: &Pem) -> String {
     match pem {
-        Pem::File(path) => path.display().to_string(),
-        Pem::Inline(_) => "(inline PEM)".to_owned(),
+        Pem::File(path) => format!("file {}", path.display()),
+        Pem::Inline(_) => "inline PEM".to_owned(),
     }
 }
 
 fn read(pem: &Pem, what: &str) -> Result<Vec<u8>, Error> {
     match pem {
         Pem::File(path) => std::fs::read(path)
-            .map_err(|e| setup_error(format!("cannot read the {what} {}", path.display()), e)),
+            .map_err(|e| setup_error(format!("cannot read the {what} ({})", describe(pem)), e)),
         Pem::Inline(bytes) => Ok(bytes.clone()),
     }
 }
@@ -183,24 +228,20 @@ fn certificates(pem: &Pem, what: &str) -> Result<Vec<CertificateDer<'static>>, E
     let text = read(pem, what)?;
     let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| setup_error(format!("the {what} {} is not valid PEM", describe(pem)), e))?;
+        .map_err(|e| setup_error(format!("the {what} ({}) is not valid PEM", describe(pem)), e))?;
     if certs.is_empty() {
-        return Err(setup_error(
-            format!("the {what} {} holds no certificate", describe(pem)),
-            "no `BEGIN CERTIFICATE` block",
-        ));
+        let what = format!("no certificate in the {what} ({})", describe(pem));
+        return Err(setup_error(what, "no `BEGIN CERTIFICATE` block"));
     }
     Ok(certs)
 }
 
 fn ca_roots(ca: &Pem) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(ca, "CA certificate file")? {
+    for cert in certificates(ca, "CA certificate")? {
         roots.add(cert).map_err(|e| {
-            setup_error(
-                format!("a certificate of {} cannot be a trust anchor", describe(ca)),
-                e,
-            )
+            let what = format!("a CA certificate ({}) cannot be a trust anchor", describe(ca));
+            setup_error(what, e)
         })?;
     }
     Ok(roots)
@@ -237,7 +278,7 @@ fn private_key(key: &KeyPem) -> Result<PrivateKeyDer<'static>, Error> {
     let text = read(&key.0, "client key")?;
     PrivateKeyDer::from_pem_slice(&text).map_err(|_| {
         setup_error(
-            format!("the client key {} is not a PEM private key", describe(&key.0)),
+            format!("no PEM private key in the client key ({})", describe(&key.0)),
             "expected a `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1) or `EC PRIVATE KEY` (SEC1) block",
         )
     })
@@ -258,12 +299,15 @@ mod tests {
     fn unusable_files_are_setup_errors_that_name_them() {
         let missing = setup_error_of(&TlsSettings::new().ca_file("/nonexistent/ca.pem"));
         assert!(
-            missing.contains("cannot read the CA certificate file /nonexistent/ca.pem"),
+            missing.contains("cannot read the CA certificate (file /nonexistent/ca.pem)"),
             "{missing}"
         );
 
         let no_cert = setup_error_of(&TlsSettings::new().ca_pem("just text"));
-        assert!(no_cert.contains("holds no certificate"), "{no_cert}");
+        assert!(
+            no_cert.contains("no certificate in the CA certificate (inline PEM)"),
+            "{no_cert}"
+        );
 
         let bad_name = setup_error_of(&TlsSettings::new().ca_pem(TEST_CA).server_name("not a name!"));
         assert!(bad_name.contains("\"not a name!\""), "{bad_name}");
