@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use mes_events_types::{DomainEvent, EventType, KafkaRecord};
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
-use rskafka::client::ClientBuilder;
 use rskafka::client::partition::UnknownTopicHandling;
+use rskafka::client::{Client, ClientBuilder};
 use serde_json::Value;
 
 /// A record read back from the broker.
@@ -66,6 +66,11 @@ pub async fn read_topic(brokers: &str, topic: &str) -> Vec<ReadRecord> {
         .build()
         .await
         .unwrap();
+    read_topic_with(&client, topic).await
+}
+
+/// [`read_topic`] through a client of the caller's.
+pub async fn read_topic_with(client: &Client, topic: &str) -> Vec<ReadRecord> {
     let partitions = client
         .list_topics()
         .await
