@@ -44,6 +44,11 @@ Services and tools are cached outside the clone under $MES_TOOLS_CACHE
 
 Environment (each one given is used as it is, and nothing is started for it):
   MES_TEST_KAFKA_BROKERS  Kafka-protocol broker (else a tansu broker is started).
+  MES_TEST_KAFKA_TLS_BROKERS, MES_TEST_KAFKA_MTLS_BROKERS, MES_TEST_KAFKA_TLS_CA,
+  MES_TEST_KAFKA_TLS_CLIENT_CERT, MES_TEST_KAFKA_TLS_CLIENT_KEY
+                          Brokers over TLS and over TLS with client certificates,
+                          their CA and the client certificate (else two tansu
+                          brokers behind a TLS proxy, with a throwaway CA).
   MES_TEST_TANSU_BIN      tansu binary for suites that kill and restart brokers
                           (else built into the cache).
   MES_TEST_REDIS_URL, MES_TEST_REDIS_CLUSTER_URL, MES_TEST_REDIS_SENTINEL_URL,

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mes_testkit::pki::TestCa;
+
 use crate::{Result, run, workspace_root};
 
 const STANDALONE_VAR: &str = "MES_TEST_REDIS_URL";
@@ -143,72 +145,11 @@ impl RedisServices {
     /// `rediss://` URL and the CA's PEM path.
     fn start_tls(&mut self) -> Result<(String, String)> {
         let dir = self.dir().join("tls");
-        std::fs::create_dir_all(&dir)?;
-        let openssl = |args: &[&str]| -> Result<()> {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run openssl (needed for the TLS test server): {e}"))?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "openssl {args:?} failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-                .into())
-            }
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=mes-test-ca",
-        ])?;
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ])?;
-        std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n")?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ])?;
-        let path = |name: &str| dir.join(name).display().to_string();
+        let ca = TestCa::create(&dir, "mes-test-ca")?;
+        let server = ca.server_cert("server", &["DNS:localhost", "IP:127.0.0.1"])?;
+        let path = |file: &Path| file.display().to_string();
         let tls_port = spare_port()?.to_string();
-        let (cert, key, ca) = (path("server.crt"), path("server.key"), path("ca.crt"));
+        let (cert, key, ca) = (path(&server.cert), path(&server.key), path(ca.cert()));
         // The server also listens in plain text on its own port (for the
         // readiness check); the suite uses only the TLS port.
         self.start_server(&[

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mes_testkit::tansu::TansuBroker;
+use mes_testkit::pki::TestCa;
+use mes_testkit::tansu::{TansuBroker, TlsTansu};
 
 use crate::redis::RedisServices;
 use crate::{Result, tools};
@@ -18,7 +19,9 @@ pub(crate) struct Services {
     tansu_binary: PathBuf,
     python: PathBuf,
     redis: RedisServices,
+    kafka_tls: Env,
     _brokers: Vec<TansuBroker>,
+    _tls_brokers: Vec<TlsTansu>,
     _scratch: Scratch,
 }
 
@@ -47,6 +50,17 @@ impl Services {
             Some(brokers) => brokers,
             None => start("memory://tansu/")?,
         };
+        let (kafka_tls, tls_brokers) = match given("MES_TEST_KAFKA_TLS_BROKERS") {
+            // Given: the other variables are passed on as they are.
+            Some(_) => (
+                TLS_VARS
+                    .iter()
+                    .filter_map(|name| Some((*name, given(name)?)))
+                    .collect(),
+                Vec::new(),
+            ),
+            None => start_tls_brokers(&tansu_binary, &scratch.0)?,
+        };
         let redis = RedisServices::provide()?;
         let postgres_url = postgres_url()?;
         Ok(Self {
@@ -55,7 +69,9 @@ impl Services {
             tansu_binary,
             python,
             redis,
+            kafka_tls,
             _brokers: brokers,
+            _tls_brokers: tls_brokers,
             _scratch: scratch,
         })
     }
@@ -69,6 +85,10 @@ impl Services {
             ("MES_TEST_PYTHON", self.python.as_os_str()),
         ] {
             eprintln!("xtask: {name}={}", value.to_string_lossy());
+            command.env(name, value);
+        }
+        for (name, value) in &self.kafka_tls {
+            eprintln!("xtask: {name}={value}");
             command.env(name, value);
         }
         command.envs(self.redis.env());
@@ -117,6 +137,48 @@ pub(crate) fn postgres_url() -> Result<String> {
         }
     }
     Ok(format!("postgres://postgres@{ADDRESS}/test"))
+}
+
+/// Variables for the suites.
+type Env = Vec<(&'static str, String)>;
+
+/// The TLS brokers' variables, set together.
+const TLS_VARS: [&str; 5] = [
+    "MES_TEST_KAFKA_TLS_BROKERS",
+    "MES_TEST_KAFKA_MTLS_BROKERS",
+    "MES_TEST_KAFKA_TLS_CA",
+    "MES_TEST_KAFKA_TLS_CLIENT_CERT",
+    "MES_TEST_KAFKA_TLS_CLIENT_KEY",
+];
+
+/// Two tansu brokers (memory storage) reachable only over TLS, with a
+/// throwaway CA: one that asks for no client certificate and one that
+/// requires one. Their certificate names `localhost` only, not 127.0.0.1,
+/// so the suite can reach a broker by an address its certificate does not
+/// name.
+fn start_tls_brokers(tansu: &std::path::Path, scratch: &std::path::Path) -> Result<(Env, Vec<TlsTansu>)> {
+    let dir = scratch.join("kafka-tls");
+    let ca = TestCa::create(&dir, "mes-test-kafka-ca")?;
+    let server = ca.server_cert("broker", &["DNS:localhost"])?;
+    let client = ca.client_cert("mes-test-client")?;
+    let start = |client_ca| {
+        TlsTansu::start(tansu, "memory://tansu/", scratch, &server, client_ca)
+            .map_err(|e| format!("cannot start tansu behind TLS: {e}"))
+    };
+    let tls = start(None)?;
+    let mtls = start(Some(ca.cert()))?;
+    let path = |file: &std::path::Path| file.display().to_string();
+    let env = TLS_VARS
+        .into_iter()
+        .zip([
+            tls.address(),
+            mtls.address(),
+            path(ca.cert()),
+            path(&client.cert),
+            path(&client.key),
+        ])
+        .collect();
+    Ok((env, vec![tls, mtls]))
 }
 
 /// A scratch folder for logs and data of the services of one run, removed

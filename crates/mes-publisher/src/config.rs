@@ -1,6 +1,7 @@
 //! Configuration of an [`EventPublisher`](crate::EventPublisher).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mes_events_types::{ContentMode, EncodeOptions};
@@ -37,6 +38,7 @@ pub struct PublisherConfig {
     pub(crate) compression: Compression,
     pub(crate) encode: EncodeOptions,
     pub(crate) sasl: Option<SaslCredentials>,
+    pub(crate) tls: Option<TlsSettings>,
     pub(crate) auto_create_topics: Option<TopicSettings>,
     pub(crate) metadata_max_age: Duration,
 }
@@ -58,6 +60,7 @@ impl PublisherConfig {
             compression: Compression::None,
             encode: EncodeOptions::default(),
             sasl: None,
+            tls: None,
             auto_create_topics: None,
             metadata_max_age: Duration::from_secs(300),
         }
@@ -69,8 +72,27 @@ impl PublisherConfig {
     /// `KAFKA_SASL_USERNAME` is set, `KAFKA_SASL_PASSWORD` and
     /// `KAFKA_SASL_MECHANISM` (`plain`, `scram-sha-256` or `scram-sha-512`;
     /// default `plain`).
+    ///
+    /// TLS (feature `tls`) is on when `KAFKA_TLS` is `true` (or `1`), or
+    /// when it is unset and any `KAFKA_TLS_*` variable below is set:
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `KAFKA_TLS` | `true`/`1` or `false`/`0` |
+    /// | `KAFKA_TLS_CA_FILE` | PEM file of the CA certificate(s) to trust instead of the system's roots |
+    /// | `KAFKA_TLS_CERT_FILE`, `KAFKA_TLS_KEY_FILE` | PEM files of the client certificate (chain) and its private key, for brokers that require client certificates (mTLS); both or neither |
+    /// | `KAFKA_TLS_SERVER_NAME` | the name the brokers' certificates are checked against, instead of each broker's host |
+    ///
+    /// `KAFKA_TLS=false` together with another `KAFKA_TLS_*` variable, and
+    /// TLS without the `tls` feature, are [`Error::Config`]. The files are
+    /// read when connecting.
     pub fn from_env() -> Result<Self, Error> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) over any source of variables.
+    fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
         let brokers = var("KAFKA_BROKERS").unwrap_or_else(|| "localhost:9092".to_owned());
         let mut config = Self::new(brokers.split(',').map(str::trim).filter(|b| !b.is_empty()));
         if config.brokers.is_empty() {
@@ -94,6 +116,7 @@ impl PublisherConfig {
             })?;
             config.sasl = Some(SaslCredentials::new(mechanism, username, password));
         }
+        config.tls = TlsSettings::from_vars(var)?;
         Ok(config)
     }
 
@@ -186,6 +209,25 @@ impl PublisherConfig {
         self
     }
 
+    /// Connects to the brokers over TLS (feature `tls`; without it,
+    /// connecting fails with [`Error::Config`]).
+    ///
+    /// ```
+    /// use mes_publisher::{PublisherConfig, TlsSettings};
+    ///
+    /// let config = PublisherConfig::new(["kafka-1.mes.internal:9093"]).tls(
+    ///     TlsSettings::new()
+    ///         .ca_file("/etc/mes/kafka-ca.pem")
+    ///         .client_cert_files("/etc/mes/client.pem", "/etc/mes/client-key.pem"),
+    /// );
+    /// assert!(!format!("{config:?}").contains("BEGIN"));
+    /// ```
+    #[must_use]
+    pub fn tls(mut self, settings: TlsSettings) -> Self {
+        self.tls = Some(settings);
+        self
+    }
+
     /// Creates a missing topic on first publish with these settings. Off by
     /// default: publishing to a missing topic is [`Error::TopicNotFound`].
     #[must_use]
@@ -222,6 +264,7 @@ impl fmt::Debug for PublisherConfig {
             .field("compression", &self.compression)
             .field("encode", &self.encode)
             .field("sasl", &self.sasl)
+            .field("tls", &self.tls)
             .field("auto_create_topics", &self.auto_create_topics)
             .finish_non_exhaustive()
     }
@@ -373,6 +416,181 @@ impl fmt::Debug for SaslCredentials {
     }
 }
 
+/// How to connect over TLS: which certificate authorities to trust, the
+/// client certificate for brokers that require one (mTLS), and the name the
+/// brokers' certificates must carry.
+///
+/// By default the system's root certificates are trusted (the platform
+/// store; on Linux also `SSL_CERT_FILE` / `SSL_CERT_DIR`) and each broker's
+/// certificate must name the host it is reached at (the bootstrap host, then
+/// the host the cluster metadata advertises). A CA given with
+/// [`ca_file`](Self::ca_file) or [`ca_pem`](Self::ca_pem) is trusted
+/// *instead of* the system's roots, like a Kafka truststore.
+///
+/// Files are read when the publisher connects; an unreadable file, a PEM
+/// without certificate, or a key that does not match its certificate is
+/// [`Error::TlsSetup`] before any connection is made, and a broker
+/// certificate that fails verification ends the connect at once with
+/// [`Error::TlsHandshake`]. `Debug` never shows private key material.
+#[derive(Clone, Default)]
+pub struct TlsSettings {
+    pub(crate) ca: Option<Pem>,
+    pub(crate) client: Option<(Pem, KeyPem)>,
+    pub(crate) server_name: Option<String>,
+}
+
+/// PEM text, given inline or as a file read at connect time.
+#[derive(Clone)]
+pub(crate) enum Pem {
+    File(PathBuf),
+    Inline(Vec<u8>),
+}
+
+/// A private key's PEM: like [`Pem`], but `Debug` never shows inline bytes.
+#[derive(Clone)]
+pub(crate) struct KeyPem(pub(crate) Pem);
+
+impl fmt::Debug for Pem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Inline(bytes) => write!(f, "Inline({} bytes)", bytes.len()),
+        }
+    }
+}
+
+impl fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Pem::File(path) => f.debug_tuple("File").field(path).finish(),
+            Pem::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("TlsSettings");
+        match &self.ca {
+            Some(ca) => debug.field("ca", ca),
+            None => debug.field("ca", &"system roots"),
+        };
+        debug
+            .field("client_cert", &self.client.as_ref().map(|(cert, _)| cert))
+            .field("client_key", &self.client.as_ref().map(|(_, key)| key))
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl TlsSettings {
+    /// TLS trusting the system's root certificates, without a client
+    /// certificate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts the CA certificate(s) of this PEM file (one or more
+    /// `CERTIFICATE` blocks) instead of the system's roots.
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(Pem::File(path.into()));
+        self
+    }
+
+    /// Trusts the CA certificate(s) of this PEM text instead of the
+    /// system's roots.
+    #[must_use]
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca = Some(Pem::Inline(pem.into()));
+        self
+    }
+
+    /// Presents this client certificate (PEM file: the certificate, then
+    /// any intermediates) with its private key (PEM file: PKCS#8, PKCS#1 or
+    /// SEC1) to brokers that ask for one (mTLS).
+    #[must_use]
+    pub fn client_cert_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client = Some((Pem::File(cert.into()), KeyPem(Pem::File(key.into()))));
+        self
+    }
+
+    /// [`client_cert_files`](Self::client_cert_files) with the PEM text
+    /// itself, e.g. from a secret store. `Debug` never shows the key.
+    #[must_use]
+    pub fn client_cert_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.client = Some((Pem::Inline(cert.into()), KeyPem(Pem::Inline(key.into()))));
+        self
+    }
+
+    /// Checks every broker's certificate against this DNS name (or IP
+    /// address) instead of the host the broker is reached at: for brokers
+    /// reached through addresses their certificates do not name, such as a
+    /// load balancer or an IP address. The certificate is still verified
+    /// against the trusted CAs.
+    #[must_use]
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// The `KAFKA_TLS*` variables (see [`PublisherConfig::from_env`]).
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, Error> {
+        const FILES: [&str; 4] = [
+            "KAFKA_TLS_CA_FILE",
+            "KAFKA_TLS_CERT_FILE",
+            "KAFKA_TLS_KEY_FILE",
+            "KAFKA_TLS_SERVER_NAME",
+        ];
+        let given: Vec<&str> = FILES.into_iter().filter(|name| var(name).is_some()).collect();
+        let on = match var("KAFKA_TLS")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None => !given.is_empty(),
+            Some("true" | "1") => true,
+            Some("false" | "0") if given.is_empty() => false,
+            Some("false" | "0") => {
+                return Err(Error::Config {
+                    reason: format!("KAFKA_TLS is false but {} is set", given.join(" and ")),
+                });
+            }
+            Some(other) => {
+                return Err(Error::Config {
+                    reason: format!("KAFKA_TLS is {other:?}; expected true, false, 1 or 0"),
+                });
+            }
+        };
+        if !on {
+            return Ok(None);
+        }
+        if !cfg!(feature = "tls") {
+            return Err(Error::Config {
+                reason: "KAFKA_TLS asks for TLS, which needs mes-publisher's `tls` feature".to_owned(),
+            });
+        }
+        let mut settings = Self::new();
+        if let Some(ca) = var("KAFKA_TLS_CA_FILE") {
+            settings = settings.ca_file(ca);
+        }
+        match (var("KAFKA_TLS_CERT_FILE"), var("KAFKA_TLS_KEY_FILE")) {
+            (Some(cert), Some(key)) => settings = settings.client_cert_files(cert, key),
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::Config {
+                    reason: "KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE go together: set both or neither"
+                        .to_owned(),
+                });
+            }
+        }
+        if let Some(name) = var("KAFKA_TLS_SERVER_NAME") {
+            settings = settings.server_name(name);
+        }
+        Ok(Some(settings))
+    }
+}
+
 /// Partitions and replication of a topic the publisher creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSettings {
@@ -416,5 +634,74 @@ mod tests {
         ));
         let shown = format!("{config:?}");
         assert!(shown.contains("svc") && !shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn debug_never_shows_a_private_key() {
+        let key = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0IGtleSBtYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
+        let config = PublisherConfig::new(["b:9093"]).tls(
+            TlsSettings::new()
+                .ca_pem("-----BEGIN CERTIFICATE-----\n...")
+                .client_cert_pem("-----BEGIN CERTIFICATE-----\n...", key),
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+        assert!(shown.contains("client_key: Some(Inline(<redacted>))"), "{shown}");
+        // A key file's path is no secret, and helps when it cannot be read.
+        let files = TlsSettings::new().client_cert_files("/run/client.pem", "/run/client-key.pem");
+        assert!(format!("{files:?}").contains("/run/client-key.pem"));
+    }
+
+    fn from_vars(vars: &[(&str, &str)]) -> Result<PublisherConfig, Error> {
+        PublisherConfig::from_vars(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn tls_from_the_environment() {
+        assert!(from_vars(&[]).unwrap().tls.is_none());
+        assert!(from_vars(&[("KAFKA_TLS", "false")]).unwrap().tls.is_none());
+        let contradiction = from_vars(&[("KAFKA_TLS", "false"), ("KAFKA_TLS_CA_FILE", "/ca.pem")]);
+        assert!(
+            matches!(&contradiction, Err(Error::Config { reason }) if reason.contains("KAFKA_TLS_CA_FILE")),
+            "{contradiction:?}"
+        );
+        assert!(matches!(
+            from_vars(&[("KAFKA_TLS", "yes please")]),
+            Err(Error::Config { .. })
+        ));
+        let half = from_vars(&[("KAFKA_TLS_CERT_FILE", "/c.pem")]);
+        assert!(matches!(half, Err(Error::Config { .. })), "{half:?}");
+
+        let on = from_vars(&[("KAFKA_TLS", "TRUE")]);
+        let full = from_vars(&[
+            ("KAFKA_TLS_CA_FILE", "/ca.pem"),
+            ("KAFKA_TLS_CERT_FILE", "/c.pem"),
+            ("KAFKA_TLS_KEY_FILE", "/k.pem"),
+            ("KAFKA_TLS_SERVER_NAME", "kafka.mes.internal"),
+        ]);
+        if cfg!(feature = "tls") {
+            let on = on.unwrap().tls.unwrap();
+            assert!(on.ca.is_none() && on.client.is_none() && on.server_name.is_none());
+            let full = full.unwrap().tls.unwrap();
+            assert!(matches!(&full.ca, Some(Pem::File(p)) if p.to_str() == Some("/ca.pem")));
+            assert!(
+                matches!(&full.client, Some((Pem::File(_), KeyPem(Pem::File(k)))) if k.to_str() == Some("/k.pem"))
+            );
+            assert_eq!(full.server_name.as_deref(), Some("kafka.mes.internal"));
+        } else {
+            for without_feature in [on, full] {
+                assert!(
+                    matches!(&without_feature, Err(Error::Config { reason }) if reason.contains("`tls` feature")),
+                    "{without_feature:?}"
+                );
+            }
+        }
     }
 }

@@ -37,6 +37,32 @@ pub enum Error {
         source: ClientError,
     },
 
+    /// The TLS settings cannot be used: a CA, certificate or key file cannot
+    /// be read, holds no PEM of the expected kind, or the client key does not
+    /// match the client certificate; or no trusted root certificate was
+    /// found. Found before any connection is made.
+    #[error("unusable TLS settings: {what}")]
+    TlsSetup {
+        /// What is wrong, naming the file when there is one.
+        what: String,
+        /// The underlying error (never showing key material).
+        #[source]
+        source: ClientError,
+    },
+
+    /// A broker's certificate failed verification while connecting (signed
+    /// by an untrusted CA, expired, or not naming the host): the connect
+    /// ends at once, since retrying cannot fix it.
+    #[error("the TLS certificate of Kafka broker {server:?} was rejected")]
+    TlsHandshake {
+        /// The name the certificate was checked against (the broker's host,
+        /// or the configured server name).
+        server: String,
+        /// Why it was rejected.
+        #[source]
+        source: ClientError,
+    },
+
     /// The event cannot be encoded (its type makes no topic name, or its
     /// payload does not serialise). Not written.
     #[error("event cannot be encoded")]

@@ -74,9 +74,10 @@ impl KafkaBackend {
     }
 }
 
-/// An rskafka client for `config`: its brokers, client id, SASL, a retry
-/// budget as the back-off deadline (rskafka retries forever without one),
-/// and the connect timeout.
+/// An rskafka client for `config`: its brokers, client id, SASL, TLS, a
+/// retry budget as the back-off deadline (rskafka retries forever without
+/// one), and the connect timeout. A rejected broker certificate ends the
+/// connect at once ([`Error::TlsHandshake`]) rather than at the timeout.
 pub(crate) async fn build_client(config: &PublisherConfig) -> Result<Client, Error> {
     let budget = config.retry.retry_budget();
     let backoff = BackoffConfig {
@@ -97,15 +98,40 @@ pub(crate) async fn build_client(config: &PublisherConfig) -> Result<Client, Err
             SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
         });
     }
+    #[cfg(feature = "tls")]
+    let rejections = match &config.tls {
+        Some(settings) => {
+            let (tls, rejections) = crate::tls::client_config(settings)?;
+            builder = builder.tls_config(tls);
+            Some(rejections)
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "tls"))]
+    if config.tls.is_some() {
+        return Err(Error::Config {
+            reason: "TLS is configured, which needs mes-publisher's `tls` feature".to_owned(),
+        });
+    }
     let connect_error = |source: ClientError| Error::Connect {
         brokers: config.brokers.clone(),
         source,
     };
-    match tokio::time::timeout(config.connect_timeout, builder.build()).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(connect_error(opaque(e))),
-        Err(elapsed) => Err(connect_error(opaque(elapsed))),
+    let connect = async {
+        match tokio::time::timeout(config.connect_timeout, builder.build()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(connect_error(opaque(e))),
+            Err(elapsed) => Err(connect_error(opaque(elapsed))),
+        }
+    };
+    #[cfg(feature = "tls")]
+    if let Some(rejections) = rejections {
+        return tokio::select! {
+            connected = connect => connected.map_err(|e| rejections.explain(e)),
+            rejected = rejections.first() => Err(rejected),
+        };
     }
+    connect.await
 }
 
 impl KafkaBackend {
@@ -444,5 +470,20 @@ fn delivery_of(error: &KafkaError) -> Delivery {
     match error {
         KafkaError::ServerError { .. } => Delivery::NotWritten,
         _ => Delivery::MaybeWritten,
+    }
+}
+
+#[cfg(all(test, not(feature = "tls")))]
+mod tests {
+    use super::*;
+    use crate::TlsSettings;
+
+    #[tokio::test]
+    async fn tls_without_the_feature_is_a_config_error_before_connecting() {
+        let config = PublisherConfig::new(["127.0.0.1:9"]).tls(TlsSettings::new());
+        match build_client(&config).await {
+            Err(Error::Config { reason }) => assert!(reason.contains("`tls` feature"), "{reason}"),
+            other => panic!("expected a Config error, got {:?}", other.map(drop)),
+        }
     }
 }

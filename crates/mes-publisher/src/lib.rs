@@ -61,7 +61,22 @@
 //! | `compression-lz4` | no | [`Compression::Lz4`] |
 //! | `compression-snappy` | no | [`Compression::Snappy`] |
 //! | `compression-zstd` | no | [`Compression::Zstd`] |
+//! | `tls` | no | TLS to the brokers ([`PublisherConfig::tls`], `KAFKA_TLS*` in [`PublisherConfig::from_env`]): rustls with the ring provider; the system's roots or a given CA; client certificates (mTLS) |
 //! | `outbox-postgres` | no | the transactional outbox on PostgreSQL (sqlx): `Outbox`, `OutboxRelay` |
+//!
+//! # TLS
+//!
+//! With the `tls` feature, [`TlsSettings`] says which CAs to trust (a PEM
+//! file or text, else the system's roots), the client certificate and key
+//! for brokers that require one, and optionally the name the brokers'
+//! certificates must carry. SASL works over TLS as it does without. A
+//! broker certificate that fails verification ends
+//! [`EventPublisher::connect`] at once with [`Error::TlsHandshake`]; unusable
+//! files are [`Error::TlsSetup`] before anything is sent. A broker that
+//! refuses the client's certificate (or its absence) closes the connection
+//! after the handshake, which shows as [`Error::Connect`] at the connect
+//! timeout; when a broker asked for a client certificate and none is
+//! configured, that error's cause says so.
 
 mod config;
 mod error;
@@ -70,8 +85,12 @@ mod memory;
 #[cfg(feature = "outbox-postgres")]
 mod outbox;
 mod publisher;
+#[cfg(feature = "tls")]
+mod tls;
 
-pub use config::{Compression, PublisherConfig, RetryPolicy, SaslCredentials, SaslMechanism, TopicSettings};
+pub use config::{
+    Compression, PublisherConfig, RetryPolicy, SaslCredentials, SaslMechanism, TlsSettings, TopicSettings,
+};
 pub use error::{ClientError, Delivery, Error};
 pub use memory::{RecordedEvents, RecordedRecord};
 #[cfg(feature = "outbox-postgres")]
@@ -82,7 +101,7 @@ pub use outbox::{
 pub use publisher::{EventPublisher, Published, TopicSpec};
 
 /// Escape hatch: an rskafka client built exactly as the publisher builds its
-/// own (brokers, client id, SASL, retry deadline, connect timeout), for code
+/// own (brokers, client id, SASL, TLS, retry deadline, connect timeout), for code
 /// that needs what the publisher does not offer, such as `mes-sync`'s
 /// fetching. Using it ties the caller to rskafka's API.
 pub async fn rskafka_client(config: &PublisherConfig) -> Result<rskafka::client::Client, Error> {

@@ -30,7 +30,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none yet) | | |
+//! | `tls` | no | TLS to the brokers: turns on `mes-publisher`'s `tls`. The consumer's Kafka client and its dead-letter publisher are both built from [`ConsumerConfig`]'s `PublisherConfig`, so its TLS settings (or `KAFKA_TLS*` through `PublisherConfig::from_env`) apply to both |
 
 mod config;
 mod consumer;

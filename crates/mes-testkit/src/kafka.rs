@@ -1,8 +1,8 @@
 //! Reading a whole topic back from the broker, as an independent client.
 
 use mes_events_types::KafkaRecord;
-use rskafka::client::ClientBuilder;
 use rskafka::client::partition::UnknownTopicHandling;
+use rskafka::client::{Client, ClientBuilder};
 
 /// A record read back from the broker.
 #[derive(Debug, Clone)]
@@ -27,6 +27,14 @@ pub async fn read_topic(brokers: &str, topic: &str) -> Vec<ReadRecord> {
         .build()
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {brokers}: {e}"));
+    read_topic_with(&client, topic).await
+}
+
+/// [`read_topic`] through a client of the caller's (one over TLS, say).
+///
+/// # Panics
+/// When the topic does not exist or cannot be read.
+pub async fn read_topic_with(client: &Client, topic: &str) -> Vec<ReadRecord> {
     let partitions = client
         .list_topics()
         .await

@@ -5,12 +5,17 @@
 //! - The endpoints of the real services the suites talk to, from the
 //!   environment `cargo xtask test` sets up. A missing service is a test
 //!   failure with a message that says how to get it, never a skip.
+//! - The pieces `cargo xtask` starts them from: [`tansu::TansuBroker`],
+//!   [`tansu::TlsTansu`] (tansu behind a [`tls_proxy::TlsProxy`]) and the
+//!   throwaway certificates of [`pki`].
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod tansu;
+pub mod tls_proxy;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -150,6 +155,44 @@ pub fn postgres_url() -> String {
 /// (`MES_TEST_TANSU_BIN`).
 pub fn tansu_binary() -> PathBuf {
     PathBuf::from(required_env("MES_TEST_TANSU_BIN", "tansu broker binary"))
+}
+
+/// The bootstrap brokers of a Kafka-protocol broker reachable only over TLS
+/// (`MES_TEST_KAFKA_TLS_BROKERS`), its certificate signed by
+/// [`kafka_tls_ca`] and naming the brokers' host (not its IP address).
+pub fn kafka_tls_brokers() -> String {
+    required_env("MES_TEST_KAFKA_TLS_BROKERS", "Kafka-protocol broker over TLS")
+}
+
+/// The bootstrap brokers of a Kafka-protocol broker over TLS that requires
+/// a client certificate signed by [`kafka_tls_ca`]
+/// (`MES_TEST_KAFKA_MTLS_BROKERS`).
+pub fn kafka_mtls_brokers() -> String {
+    required_env(
+        "MES_TEST_KAFKA_MTLS_BROKERS",
+        "Kafka-protocol broker requiring client certificates",
+    )
+}
+
+/// The PEM file of the CA of the TLS brokers and of the client certificate
+/// (`MES_TEST_KAFKA_TLS_CA`).
+pub fn kafka_tls_ca() -> PathBuf {
+    PathBuf::from(required_env("MES_TEST_KAFKA_TLS_CA", "CA of the TLS brokers"))
+}
+
+/// The client certificate and key (PEM files) the mTLS broker accepts
+/// (`MES_TEST_KAFKA_TLS_CLIENT_CERT`, `MES_TEST_KAFKA_TLS_CLIENT_KEY`).
+pub fn kafka_tls_client_cert() -> pki::Issued {
+    pki::Issued {
+        cert: PathBuf::from(required_env(
+            "MES_TEST_KAFKA_TLS_CLIENT_CERT",
+            "client certificate for the mTLS broker",
+        )),
+        key: PathBuf::from(required_env(
+            "MES_TEST_KAFKA_TLS_CLIENT_KEY",
+            "client key for the mTLS broker",
+        )),
+    }
 }
 
 // The workspace README's examples are compiled (and run, unless marked

@@ -1,11 +1,15 @@
 //! The tansu broker as a child process: started on a spare port, waited
-//! for until it answers a Kafka request, killed when dropped.
+//! for until it answers a Kafka request, killed when dropped; and
+//! [`TlsTansu`], one reachable only over TLS, through a [`TlsProxy`].
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::pki::Issued;
+use crate::tls_proxy::TlsProxy;
 
 /// A running tansu broker. Dropping it kills the process.
 #[derive(Debug)]
@@ -14,6 +18,7 @@ pub struct TansuBroker {
     binary: PathBuf,
     storage: String,
     port: u16,
+    advertised: Option<String>,
     log: PathBuf,
 }
 
@@ -31,13 +36,35 @@ impl TansuBroker {
 
     /// Starts a broker on a given port (to restart one where it was).
     pub fn start_on(binary: &Path, storage: &str, port: u16, dir: &Path) -> io::Result<Self> {
+        Self::start_advertising(binary, storage, port, None, dir)
+    }
+
+    /// Starts a broker on `port` whose cluster metadata sends clients to
+    /// `advertised` (`host:port`; default: where it listens), e.g. a proxy
+    /// in front of it.
+    pub fn start_advertising(
+        binary: &Path,
+        storage: &str,
+        port: u16,
+        advertised: Option<&str>,
+        dir: &Path,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join(format!("tansu-{port}.log"));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = match advertised {
+            Some(address) => format!("tcp://{address}"),
+            None => url.clone(),
+        };
         let child = Command::new(binary)
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised_url,
+            ])
             .args(["--storage-engine", storage])
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -49,6 +76,7 @@ impl TansuBroker {
             binary: binary.to_owned(),
             storage: storage.to_owned(),
             port,
+            advertised: advertised.map(str::to_owned),
             log,
         };
         broker.wait_ready()?;
@@ -79,7 +107,13 @@ impl TansuBroker {
     /// Starts it again on the same port with the same storage.
     pub fn restart(&mut self) -> io::Result<()> {
         let log_dir = self.log.parent().map(Path::to_path_buf).unwrap_or_default();
-        let fresh = Self::start_on(&self.binary, &self.storage, self.port, &log_dir)?;
+        let fresh = Self::start_advertising(
+            &self.binary,
+            &self.storage,
+            self.port,
+            self.advertised.as_deref(),
+            &log_dir,
+        )?;
         let old = std::mem::replace(self, fresh);
         drop(old);
         Ok(())
@@ -113,6 +147,47 @@ impl Drop for TansuBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A tansu broker reachable only over TLS: the broker listens in plain text
+/// on a port of 127.0.0.1 that no client is told about, a [`TlsProxy`] sits
+/// in front of it, and the broker advertises the proxy as `localhost:port`,
+/// so clients that follow the cluster metadata stay on TLS. Dropping it
+/// stops both.
+#[derive(Debug)]
+pub struct TlsTansu {
+    // Declared first: the proxy stops before the broker.
+    proxy: TlsProxy,
+    broker: TansuBroker,
+}
+
+impl TlsTansu {
+    /// Starts a broker with `storage` in `dir` behind a proxy presenting
+    /// `server` (a certificate for `localhost`); with `client_ca`, the proxy
+    /// requires client certificates signed by that CA.
+    pub fn start(
+        binary: &Path,
+        storage: &str,
+        dir: &Path,
+        server: &Issued,
+        client_ca: Option<&Path>,
+    ) -> io::Result<Self> {
+        let port = spare_port()?;
+        let proxy = TlsProxy::start(server, client_ca, SocketAddr::from(([127, 0, 0, 1], port)))?;
+        let advertised = format!("localhost:{}", proxy.port());
+        let broker = TansuBroker::start_advertising(binary, storage, port, Some(&advertised), dir)?;
+        Ok(Self { proxy, broker })
+    }
+
+    /// `localhost:port` of the TLS side, as a bootstrap broker list.
+    pub fn address(&self) -> String {
+        format!("localhost:{}", self.proxy.port())
+    }
+
+    /// The broker's own log.
+    pub fn log(&self) -> &Path {
+        self.broker.log()
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use mes_events_types::{DomainEvent, EventType};
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
-pub use mes_testkit::kafka::read_topic;
+pub use mes_testkit::kafka::{read_topic, read_topic_with};
 use serde_json::Value;
 
 /// An event type of a domain no other test uses, so its topic
