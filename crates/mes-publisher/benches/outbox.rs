@@ -78,7 +78,15 @@ async fn main() {
         outbox,
         config: PublisherConfig::new([brokers.as_str()]),
     };
-    let kinds = ["direct", "outbox1", "outbox3", "latencynotify", "latencypoll"];
+    let kinds = [
+        "direct",
+        "outbox1",
+        "outbox3",
+        "drain1",
+        "drain3",
+        "latencynotify",
+        "latencypoll",
+    ];
     let types: HashMap<&str, EventType> = kinds
         .iter()
         .map(|k| {
@@ -113,6 +121,12 @@ async fn main() {
         .await;
     bench
         .throughput("outbox_end_to_end_3_relays", &types["outbox3"], count, 3)
+        .await;
+    bench
+        .drain("outbox_relay_drain_1_relay", &types["drain1"], count, 1)
+        .await;
+    bench
+        .drain("outbox_relay_drain_3_relays", &types["drain3"], count, 3)
         .await;
 
     let notify = RelayConfig::default();
@@ -186,6 +200,38 @@ impl Bench {
         done.await;
         report(name, count, started.elapsed());
         report(&format!("{name}_enqueue_only"), count, enqueued);
+        for relay in running {
+            relay.shutdown().await;
+        }
+    }
+
+    /// The relays alone: the outbox is filled first, then `relays` relays
+    /// start and the clock runs until the last acknowledgement.
+    async fn drain(&self, name: &str, event_type: &EventType, count: usize, relays: usize) {
+        for chunk in events(event_type, count).chunks(500) {
+            let mut tx = self.pool.begin().await.unwrap();
+            self.outbox.enqueue(&mut tx, chunk).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let acked = Arc::new((AtomicUsize::new(0), Notify::new()));
+        let mut publishers = Vec::new();
+        for _ in 0..relays {
+            publishers.push(EventPublisher::connect(self.config.clone()).await.unwrap());
+        }
+        let done = acked.1.notified();
+        let started = Instant::now();
+        let mut running = Vec::new();
+        for publisher in publishers {
+            let acked = Arc::clone(&acked);
+            let config = RelayConfig::default().on_acknowledged(move |batch| {
+                if acked.0.fetch_add(batch.len(), Ordering::SeqCst) + batch.len() >= count {
+                    acked.1.notify_one();
+                }
+            });
+            running.push(OutboxRelay::new(self.outbox.clone(), self.pool.clone(), publisher, config).start());
+        }
+        done.await;
+        report(name, count, started.elapsed());
         for relay in running {
             relay.shutdown().await;
         }

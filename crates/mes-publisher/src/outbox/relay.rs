@@ -356,9 +356,11 @@ impl OutboxRelay {
         if heads.is_empty() {
             return Ok(BatchOutcome::default());
         }
+        // The batch shared among the claimed entities, in order within each.
+        let per_entity = self.config.batch_size.div_ceil(heads.len());
         let rows: Vec<(i64, String, String, i32)> = sqlx::query_as(&sql.claim_rows)
             .bind(&heads)
-            .bind(limit)
+            .bind(i64::try_from(per_entity).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
             .await
             .map_err(db("read claimed outbox rows"))?;
