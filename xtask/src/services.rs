@@ -92,6 +92,33 @@ impl Services {
             command.env(name, value);
         }
         command.envs(self.redis.env());
+        // The crates' doc examples read the services the way a service does
+        // (`PublisherConfig::from_env`, `CacheConfig::from_env`), so they
+        // run against the suites' broker and Redis; variables of the
+        // caller's own environment must not point them anywhere else.
+        for name in [
+            "KAFKA_SASL_USERNAME",
+            "KAFKA_SASL_PASSWORD",
+            "KAFKA_SASL_MECHANISM",
+            "KAFKA_TLS",
+            "KAFKA_TLS_CA_FILE",
+            "KAFKA_TLS_CERT_FILE",
+            "KAFKA_TLS_KEY_FILE",
+            "KAFKA_TLS_SERVER_NAME",
+        ] {
+            command.env_remove(name);
+        }
+        let redis_url = self
+            .redis
+            .env()
+            .into_iter()
+            .find_map(|(name, url)| (name == "MES_TEST_REDIS_URL").then_some(url))
+            .unwrap_or_default();
+        command
+            .env("KAFKA_BROKERS", &self.kafka_brokers)
+            .env("KAFKA_CLIENT_ID", "mes-doc-examples")
+            .env("REDIS_URL", redis_url)
+            .env("DATABASE_URL", &self.postgres_url);
     }
 }
 

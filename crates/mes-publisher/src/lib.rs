@@ -10,11 +10,14 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! Run as a doc test against the broker `cargo xtask test` provides:
+//!
+//! ```
 //! use mes_events_types::{DomainEvent, PartFields, PartUpdated};
 //! use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 //!
-//! # async fn run() -> Result<(), mes_publisher::Error> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), mes_publisher::Error> {
 //! // KAFKA_BROKERS and KAFKA_CLIENT_ID, like the legacy services.
 //! let publisher = EventPublisher::connect(PublisherConfig::from_env()?).await?;
 //! publisher

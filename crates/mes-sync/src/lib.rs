@@ -26,6 +26,66 @@
 //!   fleet's reference data); [`EventConsumer::sync`] applies them with a
 //!   `mes_cache::ReferenceDataCache`.
 //!
+//! # Example
+//!
+//! A Work Order service's consumer reacting to part updates; run as a doc
+//! test against the broker and Redis `cargo xtask test` provides:
+//!
+//! ```
+//! use mes_events_types::{DomainEvent, PartFields, PartUpdated};
+//! use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
+//! use mes_sync::{ConsumerConfig, Effects, EventConsumer};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let kafka = PublisherConfig::from_env()?; // KAFKA_BROKERS, like the legacy services
+//! let redis_url = std::env::var("REDIS_URL")?; // where the group keeps its state
+//! let topic = TopicSpec::new("mes.material.events", TopicSettings::default());
+//! let publisher = EventPublisher::connect(kafka.clone()).await?;
+//! publisher.ensure_topics(&[topic]).await?;
+//!
+//! let (renamed, mut renames) = tokio::sync::mpsc::unbounded_channel();
+//! let consumer = EventConsumer::new(ConsumerConfig::new("work-order-service", kafka, redis_url))
+//!     .on::<PartUpdated, _, _, std::io::Error>(move |event: DomainEvent<PartUpdated>| {
+//!         let renamed = renamed.clone();
+//!         async move {
+//!             // Real handlers update the service's own copy here; Effects
+//!             // are Redis writes applied once, with the commit.
+//!             let _ = renamed.send((event.id().clone(), event.data().part_name.clone()));
+//!             Ok(Effects::none())
+//!         }
+//!     })
+//!     .start()
+//!     .await?;
+//! // A new group starts at the end of each partition: wait until it has them.
+//! let partitions = usize::from(TopicSettings::default().partitions);
+//! consumer.wait_for(|stats| stats.owned().len() == partitions).await;
+//!
+//! let update = DomainEvent::new(
+//!     "material-service",
+//!     PartUpdated {
+//!         part_id: "P-12345".into(),
+//!         part_number: "P-12345".into(),
+//!         part_name: "Landing Gear Strut Mk II".into(),
+//!         revision: None,
+//!         changes: PartFields { part_name: Some("Landing Gear Strut Mk II".into()), ..Default::default() },
+//!         previous_values: None,
+//!     },
+//! )
+//! .with_entity("Part", "P-12345");
+//! publisher.publish(&update).await?;
+//!
+//! // The topic is shared: other part updates may arrive too.
+//! while let Some((id, name)) = renames.recv().await {
+//!     if &id == update.id() {
+//!         assert_eq!(name, "Landing Gear Strut Mk II");
+//!         break;
+//!     }
+//! }
+//! consumer.shutdown().await; // finishes, commits, releases the partitions
+//! # Ok(()) }
+//! ```
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
