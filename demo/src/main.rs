@@ -23,10 +23,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use mes_cache::{CacheConfig, CacheEntity, CacheKeyPrefix, ReferenceDataCache};
 use mes_events_types::{DomainEvent, EventMetadata, PartFields, PartUpdated};
 use mes_publisher::{
@@ -249,8 +252,11 @@ async fn run() -> Result<(), Failure> {
     };
     let group = format!("work-order-service-demo-{run_id}");
 
+    // A panic, like an error or Ctrl-C, still leads to the clean-up below.
     let outcome = tokio::select! {
-        outcome = scenario(&backing, &db, &cache, &group) => outcome,
+        outcome = AssertUnwindSafe(scenario(&backing, &db, &cache, &group)).catch_unwind() => {
+            outcome.unwrap_or_else(|_| Err("the scenario panicked".into()))
+        }
         interrupted = tokio::signal::ctrl_c() => match interrupted {
             Ok(()) => Err("interrupted".into()),
             Err(error) => Err(format!("cannot wait for Ctrl-C: {error}").into()),
@@ -742,8 +748,16 @@ impl MaterialDb {
                 .execute(pool)
                 .await
             {
-                Ok(_) => println!("(schema {schema} dropped)"),
-                Err(e) => eprintln!("could not drop schema {schema}: {e}; drop it by hand"),
+                // Not println!: the clean-up goes on when stdout is gone.
+                Ok(_) => {
+                    let _ = writeln!(std::io::stdout(), "(schema {schema} dropped)");
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "could not drop schema {schema}: {e}; drop it by hand"
+                    );
+                }
             }
             pool.close().await;
         }
