@@ -18,7 +18,11 @@ const HELP: &str = "\
 cargo xtask <task> [args]
 
 Tasks:
-  demo        Run the cache-sync scenario end to end, narrated.
+  demo        Run the cache-sync scenario end to end, narrated, on a tansu
+              broker, a redis-server and the machine's PostgreSQL (or
+              KAFKA_BROKERS, REDIS_URL, DATABASE_URL); a service that cannot
+              be had runs on its in-process test double, said plainly.
+              `demo --in-process` starts nothing and uses the doubles.
   test        Run every test of the workspace (unit, integration, doc, property,
               interop). Provides the services the suites need first and sets
               their MES_TEST_* variables; extra args go to `cargo test`.
@@ -160,41 +164,116 @@ fn prepend_path(dir: &Path) -> std::ffi::OsString {
 }
 
 /// The demo runs against the environment's services (`KAFKA_BROKERS`,
-/// `REDIS_URL`) when set, else against a tansu broker and a redis-server
-/// started for it (tansu is built first if this machine never built it).
+/// `REDIS_URL`, `DATABASE_URL`) when set, else against a tansu broker and a
+/// redis-server started for it (tansu is built first if this machine never
+/// built it) and the machine's PostgreSQL. A service given in the
+/// environment must work; one that cannot be had otherwise is replaced by
+/// its in-process test double, and the demo says so and why.
+/// `--in-process` (or `MES_DEMO_IN_PROCESS=1`) starts nothing and runs
+/// everything on the doubles.
 fn demo(extra: &[String]) -> Result<()> {
     let given = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    // `cargo xtask demo -- --in-process` and `cargo xtask demo --in-process` alike.
+    let args: Vec<&String> = extra.iter().filter(|arg| *arg != "--").collect();
+    let in_process = args.iter().any(|arg| *arg == "--in-process")
+        || given("MES_DEMO_IN_PROCESS").is_some_and(|v| v != "0");
+    let mut command = cargo_in_workspace();
+    command
+        .args(["run", "--quiet", "--locked", "--package", "mes-demo", "--"])
+        .args(args);
+    // Each service: the variable with its address, or the one with the
+    // reason the demo runs that part on its test double.
+    let mut provide = |service: &str, vars: [&str; 3], address: Result<String>| {
+        let [real, unavailable, given] = vars;
+        match address {
+            Ok(address) => {
+                command.env(real, address);
+            }
+            Err(reason) => {
+                eprintln!(
+                    "xtask: {reason}; the demo runs {service} on its in-process test double \
+                     ({given} names a running one)"
+                );
+                command.env(unavailable, reason.to_string());
+            }
+        }
+    };
     let scratch = std::env::temp_dir().join(format!("mes-demo-{}", std::process::id()));
     let mut broker = None;
-    let brokers = match given("KAFKA_BROKERS") {
-        Some(brokers) => brokers,
-        None => {
-            let tansu = tools::TANSU.ensure()?;
-            let started = mes_testkit::tansu::TansuBroker::start(&tansu, "memory://tansu/", &scratch)
-                .map_err(|e| format!("cannot start tansu: {e}"))?;
-            eprintln!("xtask: started tansu on {}", started.address());
-            let address = started.address();
-            broker = Some(started);
-            address
-        }
-    };
     let mut redis_server = None;
-    let redis_url = match given("REDIS_URL") {
-        Some(url) => url,
-        None => {
-            let (server, port) = redis::RedisServices::bench_server()?;
-            eprintln!("xtask: started redis-server on port {port}");
-            redis_server = Some(server);
-            format!("redis://127.0.0.1:{port}")
-        }
-    };
-    let outcome = run(cargo_in_workspace()
-        .args(["run", "--quiet", "--locked", "--package", "mes-demo", "--"])
-        .args(extra)
-        .env("MES_DEMO_KAFKA_BROKERS", brokers)
-        .env("MES_DEMO_REDIS_URL", redis_url));
+    if in_process {
+        eprintln!("xtask: --in-process: starting no service; the demo runs on in-process test doubles");
+        command.env("MES_DEMO_IN_PROCESS", "1");
+    } else {
+        let brokers = match given("KAFKA_BROKERS") {
+            Some(brokers) => Ok(brokers),
+            None => start_demo_broker(&scratch).map(|started| {
+                let address = started.address();
+                broker = Some(started);
+                address
+            }),
+        };
+        provide(
+            "Kafka",
+            [
+                "MES_DEMO_KAFKA_BROKERS",
+                "MES_DEMO_KAFKA_UNAVAILABLE",
+                "KAFKA_BROKERS",
+            ],
+            brokers.map_err(|e| format!("no broker could be started: {e}").into()),
+        );
+        let redis_url = match given("REDIS_URL") {
+            Some(url) => Ok(url),
+            None => redis::RedisServices::standalone_server().map(|(server, port)| {
+                eprintln!("xtask: started redis-server on port {port}");
+                redis_server = Some(server);
+                format!("redis://127.0.0.1:{port}")
+            }),
+        };
+        provide(
+            "Redis",
+            ["MES_DEMO_REDIS_URL", "MES_DEMO_REDIS_UNAVAILABLE", "REDIS_URL"],
+            redis_url.map_err(|e| format!("no redis-server could be started: {e}").into()),
+        );
+        let database_url = match given("DATABASE_URL") {
+            Some(url) => Ok(url),
+            None => services::local_postgres_url(),
+        };
+        provide(
+            "PostgreSQL",
+            [
+                "MES_DEMO_DATABASE_URL",
+                "MES_DEMO_DATABASE_UNAVAILABLE",
+                "DATABASE_URL",
+            ],
+            database_url.map_err(|e| format!("no PostgreSQL is reachable: {e}").into()),
+        );
+    }
+    let outcome = run(&mut command);
     drop(redis_server);
+    // A broker that failed to start left its log there: keep it then.
+    let started_broker = broker.is_some();
     drop(broker);
-    let _ = std::fs::remove_dir_all(&scratch);
+    if started_broker {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     outcome
+}
+
+/// A tansu broker for the demo, built first on a machine that never built it.
+fn start_demo_broker(scratch: &Path) -> Result<mes_testkit::tansu::TansuBroker> {
+    if !tools::TANSU.is_built() {
+        eprintln!(
+            "xtask: the demo's Kafka broker is tansu, not built on this machine yet. It is built \
+             once, now; `cargo xtask demo --in-process` runs the demo at once on in-process test \
+             doubles instead."
+        );
+    }
+    let tansu = tools::TANSU
+        .ensure()
+        .map_err(|e| format!("tansu could not be built: {e}"))?;
+    let started = mes_testkit::tansu::TansuBroker::start(&tansu, "memory://tansu/", scratch)
+        .map_err(|e| format!("cannot start tansu: {e}"))?;
+    eprintln!("xtask: started tansu on {}", started.address());
+    Ok(started)
 }

@@ -91,6 +91,13 @@ impl RedisServices {
         Ok(services)
     }
 
+    /// A plain standalone server (for the demo) and its port.
+    pub(crate) fn standalone_server() -> Result<(Self, u16)> {
+        let mut services = Self::empty()?;
+        let port = services.start_server(&[])?;
+        Ok((services, port))
+    }
+
     /// A standalone server for the benchmark (`DEBUG POPULATE` allowed).
     pub(crate) fn bench_server() -> Result<(Self, u16)> {
         let mut services = Self::empty()?;

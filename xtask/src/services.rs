@@ -122,10 +122,8 @@ impl Services {
     }
 }
 
-/// `MES_TEST_DATABASE_URL` when given, else the machine's PostgreSQL
-/// (127.0.0.1:5432, trust auth, database `test`), started with the cluster's
-/// own tool when it is not listening. The suites
-/// share its database, each in schemas of its own.
+/// `MES_TEST_DATABASE_URL` when given, else [`local_postgres_url`]. The
+/// suites share its database, each in schemas of its own.
 pub(crate) fn postgres_url() -> Result<String> {
     if let Some(url) = std::env::var("MES_TEST_DATABASE_URL")
         .ok()
@@ -133,6 +131,12 @@ pub(crate) fn postgres_url() -> Result<String> {
     {
         return Ok(url);
     }
+    local_postgres_url()
+}
+
+/// The machine's PostgreSQL (127.0.0.1:5432, trust auth, database `test`),
+/// started with the cluster's own tool when it is not listening.
+pub(crate) fn local_postgres_url() -> Result<String> {
     const ADDRESS: &str = "127.0.0.1:5432";
     let listening = || {
         ADDRESS.parse().is_ok_and(|address| {

@@ -41,6 +41,11 @@ impl CargoTool {
         cache_dir().join(key)
     }
 
+    /// Whether the cache holds the binary already (else `ensure` builds it).
+    pub(crate) fn is_built(&self) -> bool {
+        self.root().join("bin").join(self.binary).is_file()
+    }
+
     /// The binary's path, building it first if the cache lacks it.
     pub(crate) fn ensure(&self) -> Result<PathBuf> {
         let binary = self.root().join("bin").join(self.binary);

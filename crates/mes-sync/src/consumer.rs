@@ -30,6 +30,9 @@ use crate::worker::PartitionWorker;
 /// Redis; each partition is processed in offset order, and its offset is
 /// committed only after its event was handled (or dead-lettered).
 ///
+/// Unit tests run the same handlers and cache rules on single events in
+/// process with [`dispatch`](Self::dispatch), without Kafka or Redis.
+///
 /// ```no_run
 /// use mes_events_types::{DomainEvent, PartUpdated};
 /// use mes_publisher::PublisherConfig;
@@ -50,7 +53,7 @@ use crate::worker::PartitionWorker;
 /// ```
 pub struct EventConsumer {
     config: ConsumerConfig,
-    handlers: Handlers,
+    pub(crate) handlers: Handlers,
 }
 
 impl EventConsumer {

@@ -9,7 +9,7 @@ use mes_events_types::{DomainEvent, EventPayload, EventType};
 use serde_json::Value;
 
 use crate::error::BoxError;
-use crate::sync::BoundSync;
+use crate::sync::{BoundSync, CacheAction};
 
 /// The error a handler returns; its `Display` becomes the dead letter's
 /// reason when retries run out.
@@ -98,6 +98,23 @@ pub(crate) type RawHandler = Arc<dyn Fn(DomainEvent<Value>) -> Result<HandlerFut
 #[derive(Debug)]
 pub(crate) struct Rejected(pub(crate) String);
 
+/// What to do with one event: the cache actions its rules name and the
+/// handler of its type. Made once per event, attempted once per try.
+pub(crate) struct Plan {
+    handler: Option<RawHandler>,
+    actions: Vec<CacheAction>,
+}
+
+/// Why an attempt at an event failed.
+#[derive(Debug)]
+pub(crate) enum AttemptError {
+    /// A cache rule or the handler failed; another attempt may succeed.
+    Failed(HandlerError),
+    /// The event's data does not match its handler's payload type;
+    /// retrying cannot help.
+    Rejected(String),
+}
+
 /// The handlers of a consumer, by event type.
 #[derive(Clone, Default)]
 pub(crate) struct Handlers {
@@ -150,6 +167,48 @@ impl Handlers {
                 .then_some(self.unknown.as_ref())
                 .flatten()
         })
+    }
+
+    /// What to do with `event`: `Ok(None)` when no handler and no cache
+    /// rule applies to it; `Err` with the reason when its data does not
+    /// match the payload type a cache rule was declared for.
+    pub(crate) fn plan(&self, event: &DomainEvent<Value>) -> Result<Option<Plan>, String> {
+        let handler = self.for_type(event.event_type()).cloned();
+        let actions = match &self.sync {
+            Some(sync) => sync
+                .rules
+                .actions(event)
+                .map_err(|reason| format!("payload does not match its type: {reason}"))?,
+            None => Vec::new(),
+        };
+        if handler.is_none() && actions.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Plan { handler, actions }))
+    }
+
+    /// One attempt at `event`: the cache rules first (idempotent, so
+    /// repeating them on a retry is harmless), then the handler.
+    pub(crate) async fn attempt(
+        &self,
+        plan: &Plan,
+        event: &DomainEvent<Value>,
+    ) -> Result<Effects, AttemptError> {
+        if let Some(sync) = &self.sync
+            && !plan.actions.is_empty()
+        {
+            sync.apply(&plan.actions).await.map_err(AttemptError::Failed)?;
+        }
+        match &plan.handler {
+            None => Ok(Effects::none()),
+            Some(handler) => match handler(event.clone()) {
+                Ok(future) => future.await.map_err(AttemptError::Failed),
+                Err(rejected) => Err(AttemptError::Rejected(format!(
+                    "payload does not match its type: {}",
+                    rejected.0
+                ))),
+            },
+        }
     }
 
     /// Topics the registered types are published to, sorted, without repeats.

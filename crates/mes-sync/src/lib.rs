@@ -25,6 +25,10 @@
 //!   event makes stale ([`CacheSync::fleet`] is the ready set for the
 //!   fleet's reference data); [`EventConsumer::sync`] applies them with a
 //!   `mes_cache::ReferenceDataCache`.
+//! - **In process, for tests.** [`EventConsumer::dispatch`] runs a
+//!   consumer's cache rules and handler on one event (from an in-memory
+//!   publisher, say) without Kafka or Redis, and returns what a running
+//!   consumer would have done with it.
 //!
 //! # Example
 //!
@@ -94,6 +98,7 @@
 
 mod config;
 mod consumer;
+mod dispatch;
 mod error;
 mod handler;
 mod state;
@@ -103,6 +108,7 @@ mod worker;
 
 pub use config::{ConsumerConfig, HandlerRetry, StartPosition};
 pub use consumer::{EventConsumer, RunningConsumer};
+pub use dispatch::{DispatchError, Dispatched};
 pub use error::{BoxError, Error};
 pub use handler::{Effects, HandlerError};
 pub use state::TopicPartition;

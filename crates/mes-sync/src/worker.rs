@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{ConsumerConfig, StartPosition};
-use crate::handler::{Effects, Handlers};
+use crate::handler::{AttemptError, Effects, Handlers};
 use crate::state::{GroupState, Lease, TopicPartition};
 use crate::stats::{PartitionCounters, StatsRegistry};
 
@@ -258,42 +258,25 @@ impl PartitionWorker {
                 PartitionCounters::add(&self.counters.duplicates);
                 return self.commit(offset + 1, None, &Effects::none()).await;
             }
-            let handler = self.handlers.for_type(event.event_type()).cloned();
-            let sync = self.handlers.sync.clone();
-            let actions = match sync.as_ref().map(|s| s.rules.actions(&event)).transpose() {
-                Ok(actions) => actions.unwrap_or_default(),
+            let plan = match self.handlers.plan(&event) {
+                Ok(Some(plan)) => plan,
+                Ok(None) => {
+                    PartitionCounters::add(&self.counters.ignored);
+                    return self.commit(offset + 1, None, &Effects::none()).await;
+                }
                 Err(reason) => {
-                    let reason = format!("payload does not match its type: {reason}");
                     warn!(%reason, "dead-lettering the event");
                     self.dead_letter(&kafka_record, offset, &reason, 1).await?;
                     return self.commit(offset + 1, Some(&id), &Effects::none()).await;
                 }
             };
-            if handler.is_none() && actions.is_empty() {
-                PartitionCounters::add(&self.counters.ignored);
-                return self.commit(offset + 1, None, &Effects::none()).await;
-            }
             let max_attempts = self.config.retry.max_attempts;
             let mut attempt = 1;
             loop {
-                // Cache rules first (they only remove entries: repeating
-                // them is harmless), then the handler.
-                let synced = match &sync {
-                    Some(sync) if !actions.is_empty() => {
-                        sync.apply(&actions).await.map_err(|e| (e.to_string(), true))
-                    }
-                    _ => Ok(()),
-                };
-                let outcome = match (synced, &handler) {
-                    (Err(e), _) => Err(e),
-                    (Ok(()), None) => Ok(Effects::none()),
-                    (Ok(()), Some(handler)) => match handler(event.clone()) {
-                        Ok(future) => future.await.map_err(|e| (e.to_string(), true)),
-                        Err(rejected) => {
-                            Err((format!("payload does not match its type: {}", rejected.0), false))
-                        }
-                    },
-                };
+                let outcome = self.handlers.attempt(&plan, &event).await.map_err(|e| match e {
+                    AttemptError::Failed(e) => (e.to_string(), true),
+                    AttemptError::Rejected(reason) => (reason, false),
+                });
                 match outcome {
                     Ok(effects) => {
                         PartitionCounters::add(&self.counters.handled);
