@@ -28,7 +28,10 @@ Tasks:
               their MES_TEST_* variables; extra args go to `cargo test`.
   bench       Benchmarks with baselines measured in the same run (ratios, not
               absolute times): `bench kafka` runs the publisher against raw
-              rskafka, librdkafka (confluent-kafka) and kafkajs on one broker;
+              rskafka, librdkafka (confluent-kafka) and kafkajs on one broker,
+              the PostgreSQL outbox against direct publishing (end to end,
+              relay drain, commit-to-ack latency with NOTIFY and polling) and
+              the consumer against raw rskafka fetches;
               `bench redis [args]` the cache against raw fred, redis-benchmark
               and the legacy invalidation (see crates/mes-cache/benches/cache.rs);
               no argument runs both.
@@ -59,6 +62,9 @@ Environment (each one given is used as it is, and nothing is started for it):
   MES_TEST_REDIS_TLS_URL (+ MES_TEST_REDIS_TLS_CA)
                           Redis standalone, Cluster, Sentinel and TLS (else
                           private redis-server processes are started).
+  MES_TEST_DATABASE_URL   PostgreSQL database for the outbox suites and bench
+                          (else the machine's, 127.0.0.1:5432/test, started
+                          with pg_ctlcluster if it is down).
   MES_TEST_PYTHON         Python with `cloudevents` and `confluent-kafka`
                           (else a cached venv).
   MES_TOOLS_CACHE         Where built tools and environments are kept.
