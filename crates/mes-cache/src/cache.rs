@@ -316,24 +316,33 @@ impl ReferenceDataCache {
         id: &str,
     ) -> Result<Option<CacheEntry<T>>> {
         let span = info_span!("mes_cache.get", prefix = %prefix, id);
-        async {
+        self.read_entry(prefix, id, &self.counters_for(prefix))
+            .instrument(span)
+            .await
+    }
+
+    /// [`get_entry`](Self::get_entry), counting into `counters`.
+    async fn read_entry<T: DeserializeOwned>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        id: &str,
+        counters: &Counters,
+    ) -> Result<Option<CacheEntry<T>>> {
+        {
             self.check_open()?;
             let key = self.key(prefix, id);
-            let counters = self.counters_for(prefix);
             let raw = self
                 .inner
                 .backend
                 .get(key.clone())
                 .await
-                .map_err(|e| self.failed(&counters, "get", e))?;
-            let (entry, stale) = self.classify::<T>(id, raw, &counters);
+                .map_err(|e| self.failed(counters, "get", e))?;
+            let (entry, stale) = self.classify::<T>(id, raw, counters);
             if let Some(stale) = stale {
-                self.remove_quietly(vec![(key, stale)], &counters).await;
+                self.remove_quietly(vec![(key, stale)], counters).await;
             }
             Ok(entry)
         }
-        .instrument(span)
-        .await
     }
 
     /// Reads one value. See [`ReferenceDataCache::get_entry`].
@@ -762,7 +771,12 @@ impl ReferenceDataCache {
         let shared = flight
             .result
             .get_or_init(|| async move {
-                if redis_ok && let Ok(Some(value)) = self.get::<T>(prefix, id).await {
+                // Another caller may have filled the key since this one
+                // missed. The caller's miss is counted already: this
+                // re-check counts nothing.
+                let uncounted = Counters::default();
+                let recheck = self.read_entry::<T>(prefix, id, &uncounted);
+                if redis_ok && let Ok(Some(CacheEntry { data: value, .. })) = recheck.await {
                     let json = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
                     *mine_ref = Some(value);
                     return Ok(Some(json));

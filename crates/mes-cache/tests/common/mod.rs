@@ -684,6 +684,8 @@ pub async fn single_flight(target: Target) {
     );
     assert_eq!(cache.pending_loads(&CacheKeyPrefix::Part, "P-9"), 0);
     assert_eq!(cache.counters(&CacheKeyPrefix::Part).loads, 1);
+    // One miss per caller; the load's own re-check of the key is not one.
+    assert_eq!(cache.counters(&CacheKeyPrefix::Part).misses, CALLERS as u64);
     // The loaded value was cached.
     assert_eq!(
         cache.get::<Part>(&CacheKeyPrefix::Part, "P-9").await.unwrap(),
