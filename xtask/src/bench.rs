@@ -80,7 +80,7 @@ pub(crate) fn bench() -> Result<()> {
 }
 
 /// Runs a benchmark program, echoes its output, and returns its
-/// `RESULT`/`LATENCY` lines.
+/// `RESULT`/`LATENCY`/`CPU` lines.
 fn capture(command: &mut Command) -> Result<Vec<String>> {
     let output = command
         .output()
@@ -98,20 +98,21 @@ fn capture(command: &mut Command) -> Result<Vec<String>> {
     }
     Ok(stdout
         .lines()
-        .filter(|l| l.starts_with("RESULT ") || l.starts_with("LATENCY "))
+        .filter(|l| l.starts_with("RESULT ") || l.starts_with("LATENCY ") || l.starts_with("CPU "))
         .map(str::to_owned)
         .collect())
 }
 
 fn summarise(lines: &[String]) {
-    let rate = |name: &str| {
+    let value = |kind: &str, name: &str| {
         lines.iter().find_map(|l| {
             let mut parts = l.split_whitespace();
-            (parts.next() == Some("RESULT") && parts.next() == Some(name))
+            (parts.next() == Some(kind) && parts.next() == Some(name))
                 .then(|| parts.next().and_then(|v| v.parse::<f64>().ok()))
                 .flatten()
         })
     };
+    let rate = |name: &str| value("RESULT", name);
     println!("\nPublisher throughput, one run on one broker ({EVENTS} events of ~1 KB, 6 partitions):");
     for name in ["raw_rskafka", "event_publisher", "confluent_kafka", "kafkajs"] {
         if let Some(r) = rate(name) {
@@ -127,6 +128,13 @@ fn summarise(lines: &[String]) {
             "  EventPublisher / raw rskafka = {:.2} (goal >= 0.80); EventPublisher / librdkafka = {:.2} (goal >= 1.00)",
             ours / raw,
             ours / rdkafka
+        );
+    }
+    if let (Some(ours), Some(raw)) = (value("CPU", "event_publisher"), value("CPU", "raw_rskafka")) {
+        println!(
+            "  client CPU per event: EventPublisher {ours:.2} µs (encoding included), raw rskafka {raw:.2} µs; \
+             raw / EventPublisher = {:.2}",
+            raw / ours
         );
     }
     if let (Some(ours), Some(js)) = (rate("event_publisher"), rate("kafkajs")) {

@@ -207,14 +207,61 @@ struct StructuredEvent<'a, T> {
 /// assert_eq!(decode(&record).unwrap(), event);
 /// ```
 pub fn encode<T: Serialize>(event: &DomainEvent<T>, options: &EncodeOptions) -> Result<KafkaRecord, Error> {
+    let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(16);
+    // Sized for a typical event up front: growing from serde_json's default
+    // takes several copies per event.
+    let mut value = Vec::with_capacity(1024);
+    encode_parts(event, options, &mut value, |name, value| {
+        headers.push((name.to_owned(), value.as_bytes().to_vec()));
+    })?;
+    Ok(KafkaRecord {
+        key: Some(event.partition_key().as_bytes().to_vec()),
+        headers,
+        value: Some(value),
+    })
+}
+
+/// [`encode`] without building a [`KafkaRecord`], for producers that build
+/// their client library's record type themselves: appends the record value
+/// to `value` and hands every header to `header`, in the order `encode`
+/// writes them. The record key is the event's
+/// [`partition_key`](DomainEvent::partition_key).
+///
+/// Writes exactly what [`encode`] writes (`encode` is built on it) and
+/// allocates nothing but what `value` and the caller's `header` need.
+///
+/// ```
+/// use mes_events_types::{encode, encode_parts, DomainEvent, EncodeOptions, EventType};
+///
+/// let event = DomainEvent::new_raw(
+///     EventType::parse("maintenance.tool.calibrated").unwrap(),
+///     "maintenance-service",
+///     serde_json::json!({"toolId": "T-77"}),
+/// );
+/// let mut value = Vec::new();
+/// let mut headers = Vec::new();
+/// encode_parts(&event, &EncodeOptions::default(), &mut value, |name, v| {
+///     headers.push((name.to_owned(), v.as_bytes().to_vec()))
+/// })
+/// .unwrap();
+/// let record = encode(&event, &EncodeOptions::default()).unwrap();
+/// assert_eq!(record.value, Some(value));
+/// assert_eq!(record.headers, headers);
+/// ```
+pub fn encode_parts<T: Serialize>(
+    event: &DomainEvent<T>,
+    options: &EncodeOptions,
+    value: &mut Vec<u8>,
+    mut header: impl FnMut(&'static str, &str),
+) -> Result<(), Error> {
     let serialize_error = |source| Error::Serialize {
         event_type: event.event_type().clone(),
         source,
     };
-    let time = event.time().to_string();
-    let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(16);
-    let mut header = |name: &str, value: &str| headers.push((name.to_owned(), value.as_bytes().to_vec()));
-    let value = match options.mode {
+    let mut time = TimeText::default();
+    time.write(event.time());
+    let time = time.as_str();
+    match options.mode {
         ContentMode::Structured => {
             header(CONTENT_TYPE, STRUCTURED_CONTENT_TYPE);
             let structured = StructuredEvent {
@@ -222,7 +269,7 @@ pub fn encode<T: Serialize>(event: &DomainEvent<T>, options: &EncodeOptions) -> 
                 event_type: event.event_type().as_str(),
                 source: event.source(),
                 id: event.id().as_str(),
-                time: &time,
+                time,
                 datacontenttype: DATA_CONTENT_TYPE,
                 subject: event.subject(),
                 entityid: event.entity_id(),
@@ -232,11 +279,7 @@ pub fn encode<T: Serialize>(event: &DomainEvent<T>, options: &EncodeOptions) -> 
                 data: event.data(),
                 metadata: event.metadata(),
             };
-            // Sized for a typical event up front: growing from serde_json's
-            // default takes several copies per event.
-            let mut value = Vec::with_capacity(1024);
-            serde_json::to_writer(&mut value, &structured).map_err(serialize_error)?;
-            value
+            serde_json::to_writer(&mut *value, &structured).map_err(serialize_error)?;
         }
         ContentMode::Binary => {
             header(CONTENT_TYPE, DATA_CONTENT_TYPE);
@@ -250,7 +293,7 @@ pub fn encode<T: Serialize>(event: &DomainEvent<T>, options: &EncodeOptions) -> 
                 ("ce_id", Some(event.id().as_str())),
                 ("ce_source", Some(event.source())),
                 ("ce_type", Some(event.event_type().as_str())),
-                ("ce_time", Some(time.as_str())),
+                ("ce_time", Some(time)),
                 ("ce_subject", event.subject()),
                 ("ce_entityid", event.entity_id()),
                 ("ce_entitytype", event.entity_type()),
@@ -263,16 +306,16 @@ pub fn encode<T: Serialize>(event: &DomainEvent<T>, options: &EncodeOptions) -> 
                     header(name, value);
                 }
             }
-            serde_json::to_vec(event.data()).map_err(serialize_error)?
+            serde_json::to_writer(&mut *value, event.data()).map_err(serialize_error)?;
         }
-    };
+    }
     if options.legacy_headers {
         let legacy = [
             ("ce-specversion", Some(SPEC_VERSION)),
             ("ce-type", Some(event.event_type().as_str())),
             ("ce-source", Some(event.source())),
             ("ce-id", Some(event.id().as_str())),
-            ("ce-time", Some(time.as_str())),
+            ("ce-time", Some(time)),
             ("ce-datacontenttype", Some(DATA_CONTENT_TYPE)),
             ("ce-correlationid", event.correlation_id()),
             ("ce-causationid", event.causation_id()),
@@ -283,11 +326,40 @@ pub fn encode<T: Serialize>(event: &DomainEvent<T>, options: &EncodeOptions) -> 
             }
         }
     }
-    Ok(KafkaRecord {
-        key: Some(event.partition_key().as_bytes().to_vec()),
-        headers,
-        value: Some(value),
-    })
+    Ok(())
+}
+
+/// A timestamp's text on the stack: the longest RFC 3339 UTC time
+/// (`9999-12-31T23:59:59.999999999Z`) has 30 characters.
+#[derive(Default)]
+struct TimeText {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl TimeText {
+    fn write(&mut self, time: Timestamp) {
+        use std::fmt::Write as _;
+        // Only fails if the text does not fit, which `Timestamp` rules out.
+        let _ = write!(self, "{time}");
+    }
+
+    fn as_str(&self) -> &str {
+        self.bytes
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for TimeText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let target = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        target.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// Finds which of the three formats a record is in, without decoding it.

@@ -79,6 +79,7 @@ mod timestamp;
 
 pub use codec::{
     ContentMode, EncodeOptions, KafkaRecord, RecordFormat, decode, decode_typed, detect_format, encode,
+    encode_parts,
 };
 pub use error::Error;
 pub use event::{DomainEvent, EventId, EventMetadata};

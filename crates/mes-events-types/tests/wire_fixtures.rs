@@ -11,7 +11,7 @@
 use mes_events_types::{
     ContentMode, DomainEvent, EncodeOptions, EventType, InspectionCompleted, InspectionResult, KafkaRecord,
     MaterialEventType, PartUpdated, RecordFormat, Timestamp, WorkOrderStatusChanged, decode, detect_format,
-    encode, partition_for_key,
+    encode, encode_parts, partition_for_key,
 };
 use mes_testkit::{WireRecordFixture, partitioner_rows};
 use serde_json::{Value, json};
@@ -136,6 +136,29 @@ fn every_fixture_reencodes_in_both_modes_to_an_equal_event() {
                     "{} {mode:?} legacy={legacy}",
                     fixture.name
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn encode_parts_writes_what_encode_writes() {
+    for fixture in WireRecordFixture::all() {
+        let event = decode(&record_of(&fixture)).unwrap();
+        for mode in [ContentMode::Structured, ContentMode::Binary] {
+            for legacy in [true, false] {
+                let options = EncodeOptions::default().mode(mode).legacy_headers(legacy);
+                let mut value = b"kept".to_vec();
+                let mut headers = Vec::new();
+                encode_parts(&event, &options, &mut value, |name, v| {
+                    headers.push((name.to_owned(), v.as_bytes().to_vec()));
+                })
+                .unwrap();
+                let record = encode(&event, &options).unwrap();
+                let what = format!("{} {mode:?} legacy={legacy}", fixture.name);
+                assert_eq!(value.get(..4), Some(&b"kept"[..]), "{what}: appends");
+                assert_eq!(record.value.as_deref(), value.get(4..), "{what}");
+                assert_eq!(record.headers, headers, "{what}");
             }
         }
     }

@@ -6,7 +6,10 @@
 //! Environment: `MES_BENCH_KAFKA_BROKERS`, `MES_BENCH_RUN` (a run id; the
 //! topics of the run are `mes.bench{run}{name}.events`), `MES_BENCH_EVENTS`.
 //! Prints one `RESULT <name> <events/s>` or
-//! `LATENCY <name> <p50 µs> <p99 µs>` line per measurement.
+//! `LATENCY <name> <p50 µs> <p99 µs>` line per measurement, and for the
+//! two throughput runs a `CPU <name> <µs per event>` line: the CPU time
+//! this process spent (all its threads, Linux only), which is far steadier
+//! than the rate on a machine shared with other work.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -94,12 +97,14 @@ async fn main() {
 
     let publisher = EventPublisher::connect(config.clone()).await.unwrap();
     let all = events(&event_type(&run, "publisher"), count);
+    let cpu = cpu_time();
     let started = Instant::now();
     // Like librdkafka's produce-everything-then-flush.
     for outcome in publisher.publish_batch(&all).await {
         outcome.unwrap();
     }
     report("event_publisher", count, started.elapsed());
+    report_cpu("event_publisher", count, cpu);
     publisher.disconnect().await;
 
     for (name, linger) in [
@@ -158,6 +163,7 @@ async fn raw_rskafka(brokers: &str, event_type: &EventType, count: usize) {
             .unwrap();
         clients.push(pc);
     }
+    let cpu = cpu_time();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (pc, (_, records)) in clients.into_iter().zip(per_partition) {
@@ -174,8 +180,27 @@ async fn raw_rskafka(brokers: &str, event_type: &EventType, count: usize) {
         task.await.unwrap();
     }
     report("raw_rskafka", count, started.elapsed());
+    report_cpu("raw_rskafka", count, cpu);
 }
 
 fn report(name: &str, count: usize, elapsed: Duration) {
     println!("RESULT {name} {:.0}", count as f64 / elapsed.as_secs_f64());
+}
+
+/// CPU time of this process so far, all threads included (from
+/// `/proc/self/task/*/schedstat`); `None` where that is not readable.
+fn cpu_time() -> Option<Duration> {
+    let mut nanos: u64 = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(nanos))
+}
+
+fn report_cpu(name: &str, count: usize, before: Option<Duration>) {
+    if let (Some(before), Some(after)) = (before, cpu_time()) {
+        let micros = after.saturating_sub(before).as_secs_f64() * 1e6 / count as f64;
+        println!("CPU {name} {micros:.2}");
+    }
 }

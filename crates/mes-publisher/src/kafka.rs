@@ -12,13 +12,14 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use mes_events_types::KafkaRecord;
+use mes_events_types::{DomainEvent, EncodeOptions, KafkaRecord, encode_parts};
 use rskafka::BackoffConfig;
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{Compression as KafkaCompression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
+use serde::Serialize;
 use tokio::sync::{Mutex, OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, warn};
@@ -29,9 +30,154 @@ use crate::error::{ClientError, Delivery, Error};
 
 /// An encoded event on its way to one partition.
 pub(crate) struct Pending {
-    record: Record,
+    payload: Payload,
+    timestamp_ms: i64,
     size: usize,
     reply: oneshot::Sender<Result<i64, Error>>,
+}
+
+/// What a partition worker turns into an rskafka [`Record`] when it sends.
+pub(crate) enum Payload {
+    /// An event the publisher encoded.
+    Encoded(EncodedRecord),
+    /// A record that came encoded ([`EventPublisher::publish_record`](crate::EventPublisher::publish_record)).
+    Record(Record),
+}
+
+impl Payload {
+    fn key(&self) -> &[u8] {
+        match self {
+            Payload::Encoded(encoded) => encoded.key(),
+            Payload::Record(record) => record.key.as_deref().unwrap_or_default(),
+        }
+    }
+
+    /// rskafka's `Record::approximate_size`: key, value, header names and values.
+    fn size(&self) -> usize {
+        match self {
+            Payload::Encoded(encoded) => encoded.size(),
+            Payload::Record(record) => record.approximate_size(),
+        }
+    }
+
+    fn into_record(self, timestamp_ms: i64) -> Record {
+        match self {
+            Payload::Encoded(encoded) => encoded.into_record(timestamp_ms),
+            Payload::Record(record) => record,
+        }
+    }
+}
+
+/// One event as [`encode_parts`] writes it, in one buffer: the record value,
+/// then the key, then each header as its name's length and its value's
+/// length (`usize`, little-endian), its name and its value.
+///
+/// The publishing task makes this one allocation per event; the partition
+/// worker builds the rskafka [`Record`] (a string per header name and
+/// value) right before it sends, so those allocations are made and freed
+/// by the task that sends them rather than made on the publishing thread
+/// and freed on another, which costs glibc's allocator far more.
+pub(crate) struct EncodedRecord {
+    buf: Vec<u8>,
+    value_len: usize,
+    key_len: usize,
+    headers: usize,
+}
+
+const LEN: usize = std::mem::size_of::<usize>();
+
+thread_local! {
+    /// The value and the headers of the event being encoded; reused, so an
+    /// event costs one exact allocation whatever its size.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// Scratch buffers grown past this by a large event are let go afterwards.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
+impl EncodedRecord {
+    pub(crate) fn encode<T: Serialize>(
+        event: &DomainEvent<T>,
+        options: &EncodeOptions,
+    ) -> Result<Self, mes_events_types::Error> {
+        SCRATCH.with_borrow_mut(|(value, headers)| {
+            value.clear();
+            headers.clear();
+            let mut count = 0;
+            let encoded = encode_parts(event, options, value, |name, text| {
+                headers.extend_from_slice(&name.len().to_le_bytes());
+                headers.extend_from_slice(&text.len().to_le_bytes());
+                headers.extend_from_slice(name.as_bytes());
+                headers.extend_from_slice(text.as_bytes());
+                count += 1;
+            });
+            let key = event.partition_key().as_bytes();
+            let mut buf = Vec::with_capacity(value.len() + key.len() + headers.len());
+            buf.extend_from_slice(value);
+            buf.extend_from_slice(key);
+            buf.extend_from_slice(headers);
+            let record = Self {
+                buf,
+                value_len: value.len(),
+                key_len: key.len(),
+                headers: count,
+            };
+            if value.capacity() > SCRATCH_KEPT {
+                *value = Vec::new();
+            }
+            if headers.capacity() > SCRATCH_KEPT {
+                *headers = Vec::new();
+            }
+            encoded.map(|()| record)
+        })
+    }
+
+    fn key(&self) -> &[u8] {
+        self.buf
+            .get(self.value_len..self.value_len + self.key_len)
+            .unwrap_or_default()
+    }
+
+    fn size(&self) -> usize {
+        self.buf.len() - 2 * LEN * self.headers
+    }
+
+    fn into_record(self, timestamp_ms: i64) -> Record {
+        let Self {
+            mut buf,
+            value_len,
+            key_len,
+            ..
+        } = self;
+        let tail = buf.get(value_len..).unwrap_or_default();
+        let key = tail.get(..key_len).unwrap_or_default().to_vec();
+        let mut rest = tail.get(key_len..).unwrap_or_default();
+        // Kafka headers may repeat a name; the codec never writes a name
+        // twice, so the map loses nothing.
+        let mut headers = BTreeMap::new();
+        while let Some((name, value, next)) = next_header(rest) {
+            headers.insert(String::from_utf8_lossy(name).into_owned(), value.to_vec());
+            rest = next;
+        }
+        buf.truncate(value_len);
+        Record {
+            key: Some(key),
+            value: Some(buf),
+            headers,
+            timestamp: DateTime::<Utc>::from_timestamp_millis(timestamp_ms).unwrap_or_default(),
+        }
+    }
+}
+
+/// The first header of an [`EncodedRecord`]'s header bytes and the rest.
+fn next_header(bytes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (name_len, rest) = bytes.split_first_chunk::<LEN>()?;
+    let (value_len, rest) = rest.split_first_chunk::<LEN>()?;
+    let (name, rest) = rest.split_at_checked(usize::from_le_bytes(*name_len))?;
+    let (value, rest) = rest.split_at_checked(usize::from_le_bytes(*value_len))?;
+    Some((name, value, rest))
 }
 
 struct PartitionSlot {
@@ -293,16 +439,14 @@ impl KafkaBackend {
         &self,
         topic: &str,
         handle: &TopicHandle,
-        record: KafkaRecord,
+        payload: Payload,
         timestamp_ms: i64,
     ) -> Result<(i32, oneshot::Receiver<Result<i64, Error>>), Error> {
-        let key = record.key.as_deref().unwrap_or_default();
-        let index = mes_events_types::partition_for_key(key, handle.count) as usize;
+        let index = mes_events_types::partition_for_key(payload.key(), handle.count) as usize;
         let slot = handle.partitions.get(index).ok_or_else(|| Error::TopicNotFound {
             topic: topic.to_owned(),
         })?;
-        let record = rskafka_record(record, timestamp_ms);
-        let size = record.approximate_size();
+        let size = payload.size();
         if size > self.config.max_record_bytes {
             return Err(Error::RecordTooLarge {
                 topic: topic.to_owned(),
@@ -311,7 +455,12 @@ impl KafkaBackend {
             });
         }
         let (reply, receiver) = oneshot::channel();
-        let pending = Pending { record, size, reply };
+        let pending = Pending {
+            payload,
+            timestamp_ms,
+            size,
+            reply,
+        };
         let sent = match slot.queue.get() {
             Some(queue) => queue.send(pending).await,
             None => self.queue(topic, slot).await?.send(pending).await,
@@ -336,7 +485,7 @@ impl KafkaBackend {
     }
 }
 
-fn rskafka_record(record: KafkaRecord, timestamp_ms: i64) -> Record {
+pub(crate) fn rskafka_record(record: KafkaRecord, timestamp_ms: i64) -> Record {
     // Kafka headers may repeat a name; the codec never writes a name twice,
     // so the map loses nothing.
     let headers: BTreeMap<String, Vec<u8>> = record.headers.into_iter().collect();
@@ -386,8 +535,10 @@ impl PartitionWorker {
             };
             let (batch, rest) = self.gather(first, &mut queue).await;
             carry = rest;
-            let (records, replies): (Vec<Record>, Vec<_>) =
-                batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+            let (records, replies): (Vec<Record>, Vec<_>) = batch
+                .into_iter()
+                .map(|p| (p.payload.into_record(p.timestamp_ms), p.reply))
+                .unzip();
             let count = records.len();
             let outcome =
                 tokio::time::timeout(self.bound, self.client.produce(records, self.compression)).await;

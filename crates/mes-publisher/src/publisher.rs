@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::config::{PublisherConfig, TopicSettings};
 use crate::error::Error;
-use crate::kafka::{KafkaBackend, TopicHandle};
+use crate::kafka::{EncodedRecord, KafkaBackend, Payload, TopicHandle, rskafka_record};
 use crate::memory::{MemoryBackend, RecordedEvents};
 
 /// Where the broker put an event.
@@ -174,6 +174,7 @@ impl EventPublisher {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                     .unwrap_or_default();
+                let record = Payload::Record(rskafka_record(record, now_ms));
                 let (partition, receiver) = kafka.enqueue(topic, &handle, record, now_ms).await?;
                 await_ack(topic.to_owned(), partition, receiver).await
             }
@@ -209,11 +210,7 @@ impl EventPublisher {
     fn prepare<T: Serialize>(&self, event: &DomainEvent<T>) -> Result<Prepared, Error> {
         let topic = event.topic().map_err(Error::Encode)?;
         let record = encode(event, &self.inner.encode).map_err(Error::Encode)?;
-        Ok(Prepared {
-            topic,
-            record,
-            timestamp_ms: event.time().unix_millis(),
-        })
+        Ok(Prepared { topic, record })
     }
 
     async fn publish_all<T: Serialize>(&self, events: &[DomainEvent<T>]) -> Vec<Result<Published, Error>> {
@@ -225,7 +222,7 @@ impl EventPublisher {
             Backend::Kafka(kafka) => {
                 // Encode and queue one event after the other (the partition
                 // workers start sending meanwhile), then wait for the answers.
-                let mut topic: Option<(String, Arc<TopicHandle>)> = None;
+                let mut topic: Option<CurrentTopic> = None;
                 let mut waiting = Vec::with_capacity(events.len());
                 for event in events {
                     waiting.push(self.enqueue(kafka, &mut topic, event).await);
@@ -246,24 +243,46 @@ impl EventPublisher {
     async fn enqueue<T: Serialize>(
         &self,
         kafka: &KafkaBackend,
-        topic: &mut Option<(String, Arc<TopicHandle>)>,
+        current: &mut Option<CurrentTopic>,
         event: &DomainEvent<T>,
     ) -> Result<(String, i32, oneshot::Receiver<Result<i64, Error>>), Error> {
-        let prepared = self.prepare(event)?;
-        // Consecutive events of one topic share one lookup.
-        let handle = match topic {
-            Some((name, handle)) if *name == prepared.topic => Arc::clone(handle),
-            _ => {
-                let handle = kafka.topic(&prepared.topic).await?;
-                *topic = Some((prepared.topic.clone(), Arc::clone(&handle)));
-                handle
-            }
+        // Consecutive events of one type share one topic name and lookup.
+        let event_type = event.event_type().as_str();
+        let route = match current.take() {
+            Some(known) if known.event_type == event_type => Route::Known(known),
+            _ => Route::New(event.topic().map_err(Error::Encode)?),
         };
+        let record = EncodedRecord::encode(event, &self.inner.encode).map_err(Error::Encode)?;
+        let current = current.insert(match route {
+            Route::Known(known) => known,
+            Route::New(topic) => CurrentTopic {
+                event_type: event_type.to_owned(),
+                handle: kafka.topic(&topic).await?,
+                topic,
+            },
+        });
         let (partition, receiver) = kafka
-            .enqueue(&prepared.topic, &handle, prepared.record, prepared.timestamp_ms)
+            .enqueue(
+                &current.topic,
+                &current.handle,
+                Payload::Encoded(record),
+                event.time().unix_millis(),
+            )
             .await?;
-        Ok((prepared.topic, partition, receiver))
+        Ok((current.topic.clone(), partition, receiver))
     }
+}
+
+enum Route {
+    Known(CurrentTopic),
+    New(String),
+}
+
+/// The topic of the event type a batch published last.
+struct CurrentTopic {
+    event_type: String,
+    topic: String,
+    handle: Arc<TopicHandle>,
 }
 
 async fn await_ack(
@@ -291,5 +310,4 @@ async fn await_ack(
 pub(crate) struct Prepared {
     topic: String,
     record: KafkaRecord,
-    timestamp_ms: i64,
 }
