@@ -158,6 +158,18 @@ fn summarise(lines: &[String]) {
             "  outbox, 3 relays           {three:>10.0} events/s = {:.2} of direct",
             three / direct
         );
+        for (label, name) in [
+            (
+                "enqueue alone (4 writers) ",
+                "outbox_end_to_end_1_relay_enqueue_only",
+            ),
+            ("relay drain, 1 relay      ", "outbox_relay_drain_1_relay"),
+            ("relay drain, 3 relays     ", "outbox_relay_drain_3_relays"),
+        ] {
+            if let Some(r) = rate(name) {
+                println!("  {label} {r:>10.0} events/s = {:.2} of direct", r / direct);
+            }
+        }
     }
     if let (Some(noop), Some(cache), Some(raw)) = (
         rate("consumer_noop"),
