@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::Group;
-use fred::prelude::*;
-use mes_e2e::{effects_key, order_key};
+
 use mes_events_types::{DomainEvent, EventType};
 use serde_json::json;
 
@@ -87,30 +86,7 @@ async fn killed_and_restarted_consumers_apply_every_effect_once_in_order() {
         handled_lines - events.len()
     );
 
-    let redis = Builder::from_config(Config::from_url(&group.redis).unwrap())
-        .build()
-        .unwrap();
-    redis.init().await.unwrap();
-    let effects: HashMap<String, i64> = redis.hgetall(effects_key(&group.group)).await.unwrap();
-    assert_eq!(effects.len(), events.len(), "every event's effect applied");
-    for event in &events {
-        assert_eq!(
-            effects.get(event.id().as_str()),
-            Some(&1),
-            "effect of {} applied once",
-            event.id()
-        );
-    }
-    for entity in 0..ENTITIES {
-        let order: Vec<String> = redis
-            .lrange(order_key(&group.group, &format!("E-{entity}")), 0, -1)
-            .await
-            .unwrap();
-        let expected: Vec<String> = (0..PER_ENTITY).map(|s| s.to_string()).collect();
-        assert_eq!(order, expected, "effects of E-{entity} in publish order");
-    }
-    let keys: Vec<String> = std::iter::once(effects_key(&group.group))
-        .chain((0..ENTITIES).map(|e| order_key(&group.group, &format!("E-{e}"))))
-        .collect();
-    let _: i64 = redis.del(keys).await.unwrap();
+    group
+        .assert_effects_once_in_order(&events, ENTITIES, PER_ENTITY)
+        .await;
 }

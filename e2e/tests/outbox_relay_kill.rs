@@ -13,8 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::Group;
-use fred::prelude::*;
-use mes_e2e::{effects_key, env, order_key};
+use mes_e2e::env;
 use mes_events_types::{DomainEvent, EventType, decode};
 use mes_publisher::{Outbox, OutboxTable};
 use mes_testkit::postgres::TestSchema;
@@ -130,23 +129,7 @@ async fn a_relay_killed_after_the_ack_duplicates_only_its_batch_in_flight() {
     while lines.recv().unwrap().1 != "STOPPED" {}
     member.wait();
 
-    let redis = Builder::from_config(Config::from_url(&group.redis).unwrap())
-        .build()
-        .unwrap();
-    redis.init().await.unwrap();
-    let effects: HashMap<String, i64> = redis.hgetall(effects_key(&group.group)).await.unwrap();
-    assert_eq!(effects.len(), events.len());
-    assert!(effects.values().all(|n| *n == 1), "an effect applied twice");
-    for entity in 0..ENTITIES {
-        let order: Vec<String> = redis
-            .lrange(order_key(&group.group, &format!("E-{entity}")), 0, -1)
-            .await
-            .unwrap();
-        let expected: Vec<String> = (0..PER_ENTITY).map(|s| s.to_string()).collect();
-        assert_eq!(order, expected, "effects of E-{entity} in commit order");
-    }
-    let keys: Vec<String> = std::iter::once(effects_key(&group.group))
-        .chain((0..ENTITIES).map(|e| order_key(&group.group, &format!("E-{e}"))))
-        .collect();
-    let _: i64 = redis.del(keys).await.unwrap();
+    group
+        .assert_effects_once_in_order(&events, ENTITIES, PER_ENTITY)
+        .await;
 }

@@ -13,7 +13,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mes_e2e::env;
+use fred::prelude::*;
+use mes_e2e::{effects_key, env, order_key};
+use mes_events_types::DomainEvent;
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 
 /// What the members say, tagged by member name.
@@ -66,6 +68,44 @@ impl Group {
             event_type: event_type.to_owned(),
             lease,
         }
+    }
+
+    /// Checks what the group's `sync-member`s applied in Redis: every event's
+    /// effect exactly once, and entity `E-{e}`'s sequence numbers
+    /// `0..per_entity` in order; then removes those keys.
+    pub async fn assert_effects_once_in_order(
+        &self,
+        events: &[DomainEvent],
+        entities: usize,
+        per_entity: usize,
+    ) {
+        let redis = Builder::from_config(Config::from_url(&self.redis).unwrap())
+            .build()
+            .unwrap();
+        redis.init().await.unwrap();
+        let effects: std::collections::HashMap<String, i64> =
+            redis.hgetall(effects_key(&self.group)).await.unwrap();
+        assert_eq!(effects.len(), events.len(), "every event's effect applied");
+        for event in events {
+            assert_eq!(
+                effects.get(event.id().as_str()),
+                Some(&1),
+                "effect of {} applied once",
+                event.id()
+            );
+        }
+        let order_keys: Vec<String> = (0..entities)
+            .map(|e| order_key(&self.group, &format!("E-{e}")))
+            .collect();
+        let expected: Vec<String> = (0..per_entity).map(|s| s.to_string()).collect();
+        for (entity, key) in order_keys.iter().enumerate() {
+            let order: Vec<String> = redis.lrange(key, 0, -1).await.unwrap();
+            assert_eq!(order, expected, "effects of E-{entity} in order");
+        }
+        let keys: Vec<String> = std::iter::once(effects_key(&self.group))
+            .chain(order_keys)
+            .collect();
+        let _: i64 = redis.del(keys).await.unwrap();
     }
 
     pub fn spawn(&self, name: &str, lines: &mpsc::Sender<(String, String)>) -> Member {
