@@ -13,34 +13,25 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{events, report};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mes_events_types::{DomainEvent, EventType};
+use mes_events_types::EventType;
 use mes_publisher::{
     EventPublisher, Outbox, OutboxRelay, OutboxTable, PublisherConfig, RelayConfig, TopicSettings, TopicSpec,
 };
-use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Notify, mpsc};
 
-const ENTITIES: usize = 500;
 /// Events per enqueueing transaction in the throughput runs.
 const PER_TRANSACTION: usize = 10;
 const WRITERS: usize = 4;
-
-fn events(event_type: &EventType, count: usize) -> Vec<DomainEvent<Value>> {
-    let pad = "x".repeat(640);
-    (0..count)
-        .map(|i| {
-            DomainEvent::new_raw(event_type.clone(), "bench", json!({"seq": i, "pad": pad}))
-                .with_entity("Thing", format!("E-{}", i % ENTITIES))
-        })
-        .collect()
-}
 
 struct Bench {
     pool: PgPool,
@@ -162,20 +153,28 @@ async fn main() {
         .unwrap();
 }
 
+/// Acknowledgements counted across relays, and a wake-up once `count`.
+type Acked = Arc<(AtomicUsize, Notify)>;
+
+/// A relay configuration that counts into `acked`.
+fn counting(acked: &Acked, count: usize) -> RelayConfig {
+    let acked = Arc::clone(acked);
+    RelayConfig::default().on_acknowledged(move |batch| {
+        if acked.0.fetch_add(batch.len(), Ordering::SeqCst) + batch.len() >= count {
+            acked.1.notify_one();
+        }
+    })
+}
+
 impl Bench {
     /// From the first enqueue to the broker's acknowledgement of the last
     /// event: `WRITERS` tasks commit transactions of `PER_TRANSACTION`
     /// events while `relays` relays publish them.
     async fn throughput(&self, name: &str, event_type: &EventType, count: usize, relays: usize) {
-        let acked = Arc::new((AtomicUsize::new(0), Notify::new()));
+        let acked: Acked = Arc::default();
         let mut running = Vec::new();
         for _ in 0..relays {
-            let acked = Arc::clone(&acked);
-            let config = RelayConfig::default().on_acknowledged(move |batch| {
-                if acked.0.fetch_add(batch.len(), Ordering::SeqCst) + batch.len() >= count {
-                    acked.1.notify_one();
-                }
-            });
+            let config = counting(&acked, count);
             let publisher = EventPublisher::connect(self.config.clone()).await.unwrap();
             running.push(OutboxRelay::new(self.outbox.clone(), self.pool.clone(), publisher, config).start());
         }
@@ -213,7 +212,7 @@ impl Bench {
             self.outbox.enqueue(&mut tx, chunk).await.unwrap();
             tx.commit().await.unwrap();
         }
-        let acked = Arc::new((AtomicUsize::new(0), Notify::new()));
+        let acked: Acked = Arc::default();
         let mut publishers = Vec::new();
         for _ in 0..relays {
             publishers.push(EventPublisher::connect(self.config.clone()).await.unwrap());
@@ -222,12 +221,7 @@ impl Bench {
         let started = Instant::now();
         let mut running = Vec::new();
         for publisher in publishers {
-            let acked = Arc::clone(&acked);
-            let config = RelayConfig::default().on_acknowledged(move |batch| {
-                if acked.0.fetch_add(batch.len(), Ordering::SeqCst) + batch.len() >= count {
-                    acked.1.notify_one();
-                }
-            });
+            let config = counting(&acked, count);
             running.push(OutboxRelay::new(self.outbox.clone(), self.pool.clone(), publisher, config).start());
         }
         done.await;
@@ -268,8 +262,4 @@ impl Bench {
         let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_micros();
         println!("LATENCY {name} {} {}", at(0.50), at(0.99));
     }
-}
-
-fn report(name: &str, count: usize, elapsed: Duration) {
-    println!("RESULT {name} {:.0}", count as f64 / elapsed.as_secs_f64());
 }

@@ -17,20 +17,21 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{events, report};
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mes_events_types::{DomainEvent, EncodeOptions, EventType, encode, partition_for_key};
+use mes_events_types::{EncodeOptions, EventType, encode, partition_for_key};
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
-use serde_json::{Value, json};
 
 const PARTITIONS: u16 = 6;
-const ENTITIES: usize = 500;
 /// Every producer of the run gets a topic of its own.
 const TOPICS: [&str; 6] = [
     "rskafka",
@@ -43,17 +44,6 @@ const TOPICS: [&str; 6] = [
 
 fn event_type(run: &str, name: &str) -> EventType {
     EventType::parse(&format!("bench{run}{name}.thing.happened")).unwrap()
-}
-
-/// About 1 KB on the wire, like the reference producers' records.
-fn events(event_type: &EventType, count: usize) -> Vec<DomainEvent<Value>> {
-    let pad = "x".repeat(640);
-    (0..count)
-        .map(|i| {
-            DomainEvent::new_raw(event_type.clone(), "bench", json!({"seq": i, "pad": pad}))
-                .with_entity("Thing", format!("E-{}", i % ENTITIES))
-        })
-        .collect()
 }
 
 #[tokio::main]
@@ -181,10 +171,6 @@ async fn raw_rskafka(brokers: &str, event_type: &EventType, count: usize) {
     }
     report("raw_rskafka", count, started.elapsed());
     report_cpu("raw_rskafka", count, cpu);
-}
-
-fn report(name: &str, count: usize, elapsed: Duration) {
-    println!("RESULT {name} {:.0}", count as f64 / elapsed.as_secs_f64());
 }
 
 /// CPU time of this process so far, all threads included (from

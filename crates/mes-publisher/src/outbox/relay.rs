@@ -373,7 +373,7 @@ impl OutboxRelay {
         // its later rows wait for the next round.
         let mut blocked: HashSet<&str> = HashSet::new();
         let mut failures: Vec<Failure> = Vec::new();
-        let mut sendable: Vec<(i64, &str, DomainEvent<Value>)> = Vec::with_capacity(rows.len());
+        let mut decoded = Vec::with_capacity(rows.len());
         for (seq, key, json, attempts) in &rows {
             let record = KafkaRecord {
                 key: None,
@@ -384,7 +384,7 @@ impl OutboxRelay {
                 value: Some(json.clone().into_bytes()),
             };
             match decode(&record) {
-                Ok(event) => sendable.push((*seq, key, event)),
+                Ok(event) => decoded.push(((*seq, key.as_str(), *attempts), event)),
                 Err(error) => {
                     blocked.insert(key);
                     failures.push(Failure::event(*seq, *attempts, &error, true));
@@ -392,13 +392,15 @@ impl OutboxRelay {
             }
         }
         // An entity whose row did not decode sends nothing after it.
-        sendable.retain(|(_, key, _)| !blocked.contains(key));
+        let (sent, events): (Vec<RowRef<'_>>, Vec<DomainEvent<Value>>) = decoded
+            .into_iter()
+            .filter(|((_, key, _), _)| !blocked.contains(key))
+            .unzip();
 
-        let events: Vec<DomainEvent<Value>> = sendable.iter().map(|(_, _, event)| event.clone()).collect();
         let results = self.publisher.publish_batch(&events).await;
         let mut acknowledged = Vec::new();
         let mut done = Vec::new();
-        for ((seq, key, event), result) in sendable.iter().zip(results) {
+        for (((seq, key, attempts), event), result) in sent.iter().zip(&events).zip(results) {
             match result {
                 // Acknowledged is deleted, whatever happened to the entity's
                 // other events: it is on the topic. (Within a partition, an
@@ -413,19 +415,16 @@ impl OutboxRelay {
                 }
                 // The entity's first failure is recorded; its later rows
                 // stay as they are and go again behind it.
-                Err(error) if blocked.insert(key) => {
-                    let attempts = rows.iter().find(|row| row.0 == *seq).map_or(0, |row| row.3);
-                    match classify(&error) {
-                        Kind::Waiting => {}
-                        Kind::Broker => {
-                            outcome.broker_failed = true;
-                            failures.push(Failure::broker(*seq, &error));
-                        }
-                        Kind::Event { permanent } => {
-                            failures.push(Failure::event(*seq, attempts, &error, permanent));
-                        }
+                Err(error) if blocked.insert(key) => match classify(&error) {
+                    Kind::Waiting => {}
+                    Kind::Broker => {
+                        outcome.broker_failed = true;
+                        failures.push(Failure::broker(*seq, &error));
                     }
-                }
+                    Kind::Event { permanent } => {
+                        failures.push(Failure::event(*seq, *attempts, &error, permanent));
+                    }
+                },
                 Err(_) => {}
             }
         }
@@ -467,6 +466,9 @@ impl OutboxRelay {
         Ok(outcome)
     }
 }
+
+/// A claimed row being published: its sequence number, entity and attempts.
+type RowRef<'a> = (i64, &'a str, i32);
 
 /// How a failed publish is treated.
 enum Kind {
