@@ -3,10 +3,14 @@ confluent-kafka, configured like a careful Java/kafkajs-compatible
 producer (linger.ms 5, acks all, murmur2 partitioner).
 
 Usage: confluent_producer.py BROKERS TOPIC EVENTS
-Prints `RESULT confluent_kafka <events/s>`.
+Prints `RESULT confluent_kafka <events/s>` and `CPU confluent_kafka <µs per
+event>` (this process, librdkafka's threads included), and with
+MES_BENCH_BROKER_PID the broker's `CPU broker_confluent_kafka` meanwhile.
 """
 
+import glob
 import json
+import os
 import sys
 import time
 
@@ -47,6 +51,19 @@ def on_delivery(err, _msg):
         failed.append(err)
 
 
+def broker_cpu_seconds():
+    """CPU time of the broker's threads so far, or None."""
+    pid = os.environ.get("MES_BENCH_BROKER_PID")
+    if not pid:
+        return None
+    total = 0
+    for stat in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        with open(stat) as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
+cpu_before, broker_before = time.process_time(), broker_cpu_seconds()
 started = time.perf_counter()
 for key, value, headers in records:
     while True:
@@ -58,6 +75,10 @@ for key, value, headers in records:
     producer.poll(0)
 remaining = producer.flush(120)
 elapsed = time.perf_counter() - started
+cpu, broker_after = time.process_time() - cpu_before, broker_cpu_seconds()
 if remaining or failed:
     raise SystemExit(f"confluent-kafka: {remaining} undelivered, {len(failed)} failed: {failed[:3]}")
 print(f"RESULT confluent_kafka {count / elapsed:.0f}")
+print(f"CPU confluent_kafka {cpu * 1e6 / count:.2f}")
+if broker_before is not None:
+    print(f"CPU broker_confluent_kafka {(broker_after - broker_before) * 1e6 / count:.2f}")

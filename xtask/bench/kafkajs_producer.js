@@ -3,8 +3,21 @@
 // partitioner and acks all, sending batches of 500 records.
 //
 // Usage: node kafkajs_producer.js BROKERS TOPIC EVENTS
-// Prints `RESULT kafkajs <events/s>`.
+// Prints `RESULT kafkajs <events/s>`, `CPU kafkajs <µs per event>` and, with
+// MES_BENCH_BROKER_PID, the broker's `CPU broker_kafkajs` meanwhile.
+const fs = require("fs");
 const { Kafka, logLevel } = require("kafkajs");
+
+// CPU seconds of the broker's threads so far, or null.
+function brokerCpuSeconds() {
+  const pid = process.env.MES_BENCH_BROKER_PID;
+  if (!pid) return null;
+  let total = 0;
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    total += Number(fs.readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+  }
+  return total / 1e9;
+}
 
 async function main() {
   const [brokers, topic, countText] = process.argv.slice(2);
@@ -30,6 +43,8 @@ async function main() {
       },
     });
   }
+  const cpuBefore = process.cpuUsage();
+  const brokerBefore = brokerCpuSeconds();
   const started = process.hrtime.bigint();
   const inFlight = [];
   for (let i = 0; i < count; i += 500) {
@@ -37,8 +52,14 @@ async function main() {
   }
   await Promise.all(inFlight);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = process.cpuUsage(cpuBefore);
+  const brokerAfter = brokerCpuSeconds();
   await producer.disconnect();
   console.log(`RESULT kafkajs ${Math.round(count / seconds)}`);
+  console.log(`CPU kafkajs ${((cpu.user + cpu.system) / count).toFixed(2)}`);
+  if (brokerBefore !== null) {
+    console.log(`CPU broker_kafkajs ${(((brokerAfter - brokerBefore) * 1e6) / count).toFixed(2)}`);
+  }
 }
 
 main().catch((error) => {

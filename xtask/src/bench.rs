@@ -19,6 +19,8 @@ pub(crate) fn bench() -> Result<()> {
     let broker = TansuBroker::start(&tansu, "memory://tansu/", &scratch)
         .map_err(|e| format!("cannot start tansu: {e}"))?;
     let brokers = broker.address();
+    // Each producer reports what the broker spent during its run too.
+    let broker_pid = broker.pid().to_string();
     let run = format!("{}", std::process::id());
     let topic = |name: &str| format!("mes.bench{run}{name}.events");
     eprintln!(
@@ -29,6 +31,7 @@ pub(crate) fn bench() -> Result<()> {
         cargo_in_workspace()
             .args(["bench", "--locked", "-p", "mes-publisher", "--bench", "publish"])
             .env("MES_BENCH_KAFKA_BROKERS", &brokers)
+            .env("MES_BENCH_BROKER_PID", &broker_pid)
             .env("MES_BENCH_RUN", &run)
             .env("MES_BENCH_EVENTS", EVENTS),
     )?;
@@ -36,12 +39,14 @@ pub(crate) fn bench() -> Result<()> {
     results.extend(capture(
         Command::new(&python)
             .arg(bench_dir.join("confluent_producer.py"))
-            .args([&brokers, &topic("confluent"), EVENTS]),
+            .args([&brokers, &topic("confluent"), EVENTS])
+            .env("MES_BENCH_BROKER_PID", &broker_pid),
     )?);
     results.extend(capture(
         Command::new("node")
             .arg(bench_dir.join("kafkajs_producer.js"))
             .args([&brokers, &topic("kafkajs"), EVENTS])
+            .env("MES_BENCH_BROKER_PID", &broker_pid)
             .env("NODE_PATH", &node_modules),
     )?);
     eprintln!("xtask: benchmarking the PostgreSQL outbox on the same broker and the local PostgreSQL");
@@ -130,12 +135,13 @@ fn summarise(lines: &[String]) {
             ours / rdkafka
         );
     }
-    if let (Some(ours), Some(raw)) = (value("CPU", "event_publisher"), value("CPU", "raw_rskafka")) {
-        println!(
-            "  client CPU per event: EventPublisher {ours:.2} µs (encoding included), raw rskafka {raw:.2} µs; \
-             raw / EventPublisher = {:.2}",
-            raw / ours
-        );
+    println!("  CPU per event during each run (µs; the client's process, and the broker meanwhile):");
+    for name in ["raw_rskafka", "event_publisher", "confluent_kafka", "kafkajs"] {
+        let broker = value("CPU", &format!("broker_{name}"));
+        if let Some(client) = value("CPU", name) {
+            let broker = broker.map_or_else(|| "?".to_owned(), |b| format!("{b:.2}"));
+            println!("  {name:<16} client {client:>6.2}  broker {broker:>6}");
+        }
     }
     if let (Some(ours), Some(js)) = (rate("event_publisher"), rate("kafkajs")) {
         println!("  EventPublisher / kafkajs = {:.2}", ours / js);

@@ -4,12 +4,16 @@
 //! libraries on the same broker, and prints the ratios.
 //!
 //! Environment: `MES_BENCH_KAFKA_BROKERS`, `MES_BENCH_RUN` (a run id; the
-//! topics of the run are `mes.bench{run}{name}.events`), `MES_BENCH_EVENTS`.
+//! topics of the run are `mes.bench{run}{name}.events`), `MES_BENCH_EVENTS`,
+//! and `MES_BENCH_ONLY` (`raw_rskafka`, `event_publisher` or `latency`) to
+//! run one measurement alone, e.g. under a profiler.
 //! Prints one `RESULT <name> <events/s>` or
 //! `LATENCY <name> <p50 µs> <p99 µs>` line per measurement, and for the
 //! two throughput runs a `CPU <name> <µs per event>` line: the CPU time
 //! this process spent (all its threads, Linux only), which is far steadier
-//! than the rate on a machine shared with other work.
+//! than the rate on a machine shared with other work; with
+//! `MES_BENCH_BROKER_PID` also a `CPU broker_<name> <µs per event>` line,
+//! what the broker spent meanwhile.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -75,6 +79,9 @@ async fn main() {
     .unwrap();
     println!("INFO record_value_bytes {record_bytes}");
 
+    let only = std::env::var("MES_BENCH_ONLY").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+
     // What encoding alone costs, for reading the publisher's figure.
     let sample = events(&event_type(&run, "publisher"), count);
     let started = Instant::now();
@@ -83,20 +90,27 @@ async fn main() {
     }
     report("encode_only", count, started.elapsed());
 
-    raw_rskafka(&brokers, &event_type(&run, "rskafka"), count).await;
-
-    let publisher = EventPublisher::connect(config.clone()).await.unwrap();
-    let all = events(&event_type(&run, "publisher"), count);
-    let cpu = cpu_time();
-    let started = Instant::now();
-    // Like librdkafka's produce-everything-then-flush.
-    for outcome in publisher.publish_batch(&all).await {
-        outcome.unwrap();
+    if wanted("raw_rskafka") {
+        raw_rskafka(&brokers, &event_type(&run, "rskafka"), count).await;
     }
-    report("event_publisher", count, started.elapsed());
-    report_cpu("event_publisher", count, cpu);
-    publisher.disconnect().await;
 
+    if wanted("event_publisher") {
+        let publisher = EventPublisher::connect(config.clone()).await.unwrap();
+        let all = events(&event_type(&run, "publisher"), count);
+        let cpu = cpu_time();
+        let started = Instant::now();
+        // Like librdkafka's produce-everything-then-flush.
+        for outcome in publisher.publish_batch(&all).await {
+            outcome.unwrap();
+        }
+        report("event_publisher", count, started.elapsed());
+        report_cpu("event_publisher", count, cpu);
+        publisher.disconnect().await;
+    }
+
+    if !wanted("latency") {
+        return;
+    }
     for (name, linger) in [
         ("latency", Duration::from_millis(5)),
         ("latencynolinger", Duration::ZERO),
@@ -173,20 +187,32 @@ async fn raw_rskafka(brokers: &str, event_type: &EventType, count: usize) {
     report_cpu("raw_rskafka", count, cpu);
 }
 
-/// CPU time of this process so far, all threads included (from
-/// `/proc/self/task/*/schedstat`); `None` where that is not readable.
-fn cpu_time() -> Option<Duration> {
+/// CPU time so far of this process and of the broker
+/// (`MES_BENCH_BROKER_PID`), all threads included.
+fn cpu_time() -> [Option<Duration>; 2] {
+    let broker = std::env::var("MES_BENCH_BROKER_PID").ok();
+    [
+        process_cpu_time("self"),
+        broker.as_deref().and_then(process_cpu_time),
+    ]
+}
+
+/// CPU time of a process so far, all threads included (from
+/// `/proc/<pid>/task/*/schedstat`); `None` where that is not readable.
+fn process_cpu_time(pid: &str) -> Option<Duration> {
     let mut nanos: u64 = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
         nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(Duration::from_nanos(nanos))
 }
 
-fn report_cpu(name: &str, count: usize, before: Option<Duration>) {
-    if let (Some(before), Some(after)) = (before, cpu_time()) {
-        let micros = after.saturating_sub(before).as_secs_f64() * 1e6 / count as f64;
-        println!("CPU {name} {micros:.2}");
+fn report_cpu(name: &str, count: usize, before: [Option<Duration>; 2]) {
+    for ((label, before), after) in ["", "broker_"].into_iter().zip(before).zip(cpu_time()) {
+        if let (Some(before), Some(after)) = (before, after) {
+            let micros = after.saturating_sub(before).as_secs_f64() * 1e6 / count as f64;
+            println!("CPU {label}{name} {micros:.2}");
+        }
     }
 }

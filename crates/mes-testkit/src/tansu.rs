@@ -93,6 +93,11 @@ impl TansuBroker {
         self.port
     }
 
+    /// Its process id, e.g. for reading the CPU time it spent.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its log file.
     pub fn log(&self) -> &Path {
         &self.log
