@@ -123,7 +123,14 @@ fn start(service: Service) -> Result<String, String> {
             ))
         }
         Service::Kafka => {
-            let kafka = run(Kafka::default(), service, &image)?;
+            // Apache Kafka's default auto.create.topics.enable=true creates a
+            // missing topic, with one partition, when a client asks for its
+            // metadata by name, and rskafka's requests allow it (Metadata v4,
+            // allow_auto_topic_creation left to its default, true). tansu,
+            // which the suites are written against, never does: a missing
+            // topic stays missing until a suite creates it with its partitions.
+            let kafka = Kafka::default().with_env_var("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false");
+            let kafka = run(kafka, service, &image)?;
             let port = kafka.get_host_port_ipv4(KAFKA_PORT).map_err(|e| describe(&e))?;
             // rskafka bootstraps from this address, then connects to the
             // broker the metadata names. testcontainers-modules 0.15's apache
@@ -148,9 +155,14 @@ fn start(service: Service) -> Result<String, String> {
 }
 
 /// Starts (or finds, see the module docs) a service's container.
-fn run<I: Image>(module: I, service: Service, image: &str) -> Result<Container<I>, String> {
+fn run<I: Image>(
+    request: impl Into<ContainerRequest<I>>,
+    service: Service,
+    image: &str,
+) -> Result<Container<I>, String> {
     let (name, tag) = split_image_reference(image);
-    let request: ContainerRequest<I> = module
+    let request = request
+        .into()
         .with_name(name)
         .with_tag(tag)
         .with_labels([
