@@ -68,11 +68,15 @@ fn check_in_child(socket: &Path) -> String {
 #[test]
 #[ignore = "run by the tests above, in a process of its own with DOCKER_HOST set"]
 fn in_a_process_without_docker() {
-    let socket = PathBuf::from(std::env::var_os(CHILD).expect("run by the tests above, which set it"));
+    // Run directly (`--include-ignored`), it has no DOCKER_HOST of its own to
+    // check: the tests above run it, and check that it ran.
+    let Some(socket) = std::env::var_os(CHILD).map(PathBuf::from) else {
+        return;
+    };
     let docker = format!("DOCKER_HOST=unix://{}): ", socket.display());
-    let endpoints: [(fn() -> String, &str, &str); 3] = [
+    let endpoints = [
         (
-            mes_testkit::kafka_brokers,
+            mes_testkit::kafka_brokers as fn() -> String,
             "MES_TEST_KAFKA_BROKERS",
             "MES_TEST_KAFKA_IMAGE",
         ),
