@@ -162,10 +162,7 @@ async fn on_real_services_the_rename_goes_through_the_outbox_and_the_schema_is_d
     let database = mes_testkit::postgres_url();
     let (output, stdout) = run(demo()
         .env("MES_DEMO_KAFKA_BROKERS", broker.address())
-        .env(
-            "MES_DEMO_REDIS_URL",
-            mes_testkit::required_env("MES_TEST_REDIS_URL", "Redis"),
-        )
+        .env("MES_DEMO_REDIS_URL", mes_testkit::redis_url())
         .env("MES_DEMO_DATABASE_URL", &database));
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);

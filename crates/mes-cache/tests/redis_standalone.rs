@@ -31,7 +31,7 @@ async fn connection_failure_is_an_error() {
 
 #[tokio::test]
 async fn wrong_password_is_a_connect_error_that_hides_the_password() {
-    let url = mes_testkit::required_env("MES_TEST_REDIS_URL", "standalone Redis");
+    let url = mes_testkit::redis_url();
     let config = CacheConfig::from_url(&url)
         .unwrap()
         .username("nobody")

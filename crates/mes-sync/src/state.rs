@@ -294,7 +294,7 @@ mod tests {
     use super::*;
 
     async fn member(group: &str, name: &str) -> GroupState {
-        let url = mes_testkit::required_env("MES_TEST_REDIS_URL", "Redis");
+        let url = mes_testkit::redis_url();
         GroupState::connect(
             &url,
             group,

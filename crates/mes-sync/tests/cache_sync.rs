@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_updates_from_rust_and_legacy_producers_invalidate_the_cached_copies() {
     let brokers = mes_testkit::kafka_brokers();
-    let redis = mes_testkit::required_env("MES_TEST_REDIS_URL", "Redis");
+    let redis = mes_testkit::redis_url();
     let namespace = format!("mes-test-sync-{}:cache", ulid::Ulid::new());
     let cache = ReferenceDataCache::connect(CacheConfig::from_url(&redis).unwrap().namespace(namespace))
         .await

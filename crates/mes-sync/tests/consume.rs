@@ -58,7 +58,7 @@ impl Setup {
         ConsumerConfig::new(
             self.group.clone(),
             PublisherConfig::new([self.brokers.as_str()]),
-            mes_testkit::required_env("MES_TEST_REDIS_URL", "Redis"),
+            mes_testkit::redis_url(),
         )
         .lease_ttl(Duration::from_secs(2))
         .fetch_max_wait(Duration::from_millis(100))
@@ -81,7 +81,7 @@ impl Setup {
 
 async fn redis() -> fred::prelude::Client {
     use fred::prelude::*;
-    let url = mes_testkit::required_env("MES_TEST_REDIS_URL", "Redis");
+    let url = mes_testkit::redis_url();
     let client = Builder::from_config(Config::from_url(&url).unwrap())
         .build()
         .unwrap();

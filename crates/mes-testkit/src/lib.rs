@@ -5,10 +5,33 @@
 //! - The endpoints of the real services the suites talk to, from the
 //!   environment `cargo xtask test` sets up. A missing service is a test
 //!   failure with a message that says how to get it, never a skip.
+//! - With the feature `containers`, a fallback for a laptop with Docker:
+//!   [`redis_url`], [`kafka_brokers`] and [`postgres_url`] start a container
+//!   (testcontainers) when their variable is unset, instead of failing:
+//!
+//!   ```sh
+//!   cargo test -p mes-publisher --test publish --features mes-testkit/containers
+//!   ```
+//!
+//!   | service | variable that wins | image (override: full reference `name[:tag]`) |
+//!   |---|---|---|
+//!   | Redis | `MES_TEST_REDIS_URL` | `redis:7.2-alpine` (`MES_TEST_REDIS_IMAGE`) |
+//!   | Kafka | `MES_TEST_KAFKA_BROKERS` | `apache/kafka-native:3.8.0` (`MES_TEST_KAFKA_IMAGE`) |
+//!   | PostgreSQL | `MES_TEST_DATABASE_URL` | `postgres:16-alpine` (`MES_TEST_POSTGRES_IMAGE`), database `test` |
+//!
+//!   A container is started once and reused by the next test binaries and
+//!   runs until it is stopped (stopping removes it): `docker stop $(docker
+//!   ps -q --filter label=mes-testkit.service)`. Kafka needs a Docker daemon
+//!   on this machine (the broker advertises `127.0.0.1`). The suites that
+//!   need tansu itself, TLS brokers, a Redis Cluster, Sentinel or TLS
+//!   server, the `redis-server` binary or Python still need `cargo xtask
+//!   test`, and say so when run without it.
 //! - The pieces `cargo xtask` starts them from: [`tansu::TansuBroker`],
 //!   [`tansu::TlsTansu`] (tansu behind a [`tls_proxy::TlsProxy`]) and the
 //!   throwaway certificates of [`pki`].
 
+#[cfg(feature = "containers")]
+mod containers;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod pki;
@@ -139,16 +162,96 @@ pub fn python() -> PathBuf {
     ))
 }
 
-/// The bootstrap brokers of the Kafka-protocol broker the suites share
-/// (`MES_TEST_KAFKA_BROKERS`).
-pub fn kafka_brokers() -> String {
-    required_env("MES_TEST_KAFKA_BROKERS", "Kafka-protocol broker")
+/// The standalone Redis the suites share (`MES_TEST_REDIS_URL`), a
+/// `redis://` URL; with the feature `containers`, a Redis container when the
+/// variable is unset.
+///
+/// # Panics
+/// When there is none, with a message that says how to get one.
+pub fn redis_url() -> String {
+    endpoint(Service::Redis)
 }
 
-/// The PostgreSQL database the suites share (`MES_TEST_DATABASE_URL`); each
-/// suite works in a schema of its own.
+/// The bootstrap brokers of the Kafka-protocol broker the suites share
+/// (`MES_TEST_KAFKA_BROKERS`); with the feature `containers`, a Kafka
+/// container when the variable is unset.
+///
+/// # Panics
+/// When there is none, with a message that says how to get one.
+pub fn kafka_brokers() -> String {
+    endpoint(Service::Kafka)
+}
+
+/// The PostgreSQL database the suites share (`MES_TEST_DATABASE_URL`), a
+/// `postgres://` URL; with the feature `containers`, a PostgreSQL container
+/// when the variable is unset. Each suite works in a schema of its own.
+///
+/// # Panics
+/// When there is none, with a message that says how to get one.
 pub fn postgres_url() -> String {
-    required_env("MES_TEST_DATABASE_URL", "PostgreSQL database")
+    endpoint(Service::Postgres)
+}
+
+/// A service the suites share, which the feature `containers` can start.
+#[derive(Debug, Clone, Copy)]
+enum Service {
+    Redis,
+    Kafka,
+    Postgres,
+}
+
+impl Service {
+    /// The variable that gives its endpoint.
+    fn variable(self) -> &'static str {
+        match self {
+            Self::Redis => "MES_TEST_REDIS_URL",
+            Self::Kafka => "MES_TEST_KAFKA_BROKERS",
+            Self::Postgres => "MES_TEST_DATABASE_URL",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Redis => "standalone Redis",
+            Self::Kafka => "Kafka-protocol broker",
+            Self::Postgres => "PostgreSQL database",
+        }
+    }
+}
+
+/// The service's variable when set; else, with the feature `containers`, its
+/// container; else a panic that says how to get it.
+fn endpoint(service: Service) -> String {
+    let variable = service.variable();
+    if let Some(value) = std::env::var(variable).ok().filter(|value| !value.is_empty()) {
+        return value;
+    }
+    #[cfg(feature = "containers")]
+    {
+        containers::endpoint(service).unwrap_or_else(|error| {
+            let docker = std::env::var("DOCKER_HOST").map_or_else(
+                |_| "its default socket".to_owned(),
+                |host| format!("DOCKER_HOST={host}"),
+            );
+            panic!(
+                "{variable} is not set, and no {what} could be started in Docker (image \
+                 {image}, which {image_variable} overrides; Docker at {docker}): {error}. \
+                 Start Docker (or point DOCKER_HOST at it), set {variable} to a {what} the \
+                 suites may use, or run the suites with `cargo xtask test`.",
+                what = service.what(),
+                image = containers::image(service),
+                image_variable = containers::image_variable(service),
+            )
+        })
+    }
+    #[cfg(not(feature = "containers"))]
+    panic!(
+        "{variable} is not set, so this test has no {what}. Run the suites with \
+         `cargo xtask test`, which provides every service and sets it; set {variable} yourself; \
+         or, with Docker running, turn on the feature `mes-testkit/containers` to start one in \
+         a container (e.g. `cargo test -p mes-publisher --features mes-testkit/containers`).",
+        what = service.what(),
+    )
 }
 
 /// The tansu binary, for suites that start and kill brokers of their own

@@ -63,7 +63,7 @@ impl Group {
     pub fn new(event_type: &str, lease: Duration) -> Self {
         Self {
             brokers: mes_testkit::kafka_brokers(),
-            redis: mes_testkit::required_env("MES_TEST_REDIS_URL", "Redis"),
+            redis: mes_testkit::redis_url(),
             group: format!("e2e-{}", ulid::Ulid::new()),
             event_type: event_type.to_owned(),
             lease,

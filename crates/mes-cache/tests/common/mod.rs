@@ -79,10 +79,7 @@ fn random_suffix() -> u64 {
 
 pub fn url(target: Target) -> Option<String> {
     match target {
-        Target::Standalone => Some(mes_testkit::required_env(
-            "MES_TEST_REDIS_URL",
-            "standalone Redis (redis://host:port)",
-        )),
+        Target::Standalone => Some(mes_testkit::redis_url()),
         Target::Cluster => Some(mes_testkit::required_env(
             "MES_TEST_REDIS_CLUSTER_URL",
             "Redis Cluster of three masters (redis-cluster://host:port?node=...)",
