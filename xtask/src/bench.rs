@@ -35,6 +35,22 @@ pub(crate) fn bench() -> Result<()> {
             .env("MES_BENCH_RUN", &run)
             .env("MES_BENCH_EVENTS", EVENTS),
     )?;
+    // The same two throughput measurements with jemalloc as the global
+    // allocator: a build of its own (`--cfg mes_bench_jemalloc` changes every
+    // crate's flags), kept apart so it does not evict the usual one.
+    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    rustflags.push_str(" --cfg mes_bench_jemalloc");
+    results.extend(capture(
+        cargo_in_workspace()
+            .args(["bench", "--locked", "-p", "mes-publisher", "--bench", "publish"])
+            .env("RUSTFLAGS", rustflags.trim())
+            .env("CARGO_TARGET_DIR", workspace_root().join("target/bench-jemalloc"))
+            .env("MES_BENCH_KAFKA_BROKERS", &brokers)
+            .env("MES_BENCH_BROKER_PID", &broker_pid)
+            .env("MES_BENCH_RUN", format!("{run}jemalloc"))
+            .env("MES_BENCH_EVENTS", EVENTS)
+            .env("MES_BENCH_ONLY", "raw_rskafka,event_publisher"),
+    )?);
     let bench_dir = workspace_root().join("xtask/bench");
     results.extend(capture(
         Command::new(&python)
@@ -119,28 +135,41 @@ fn summarise(lines: &[String]) {
     };
     let rate = |name: &str| value("RESULT", name);
     println!("\nPublisher throughput, one run on one broker ({EVENTS} events of ~1 KB, 6 partitions):");
-    for name in ["raw_rskafka", "event_publisher", "confluent_kafka", "kafkajs"] {
+    // The Rust measurements ran twice: with glibc's malloc (what a service
+    // gets by default) and with jemalloc as the global allocator.
+    const PRODUCERS: [&str; 6] = [
+        "raw_rskafka",
+        "event_publisher",
+        "raw_rskafka_jemalloc",
+        "event_publisher_jemalloc",
+        "confluent_kafka",
+        "kafkajs",
+    ];
+    for name in PRODUCERS {
         if let Some(r) = rate(name) {
-            println!("  {name:<16} {r:>10.0} events/s");
+            println!("  {name:<24} {r:>10.0} events/s");
         }
     }
-    if let (Some(ours), Some(raw), Some(rdkafka)) = (
-        rate("event_publisher"),
-        rate("raw_rskafka"),
-        rate("confluent_kafka"),
-    ) {
-        println!(
-            "  EventPublisher / raw rskafka = {:.2} (goal >= 0.80); EventPublisher / librdkafka = {:.2} (goal >= 1.00)",
-            ours / raw,
-            ours / rdkafka
-        );
+    for (allocator, suffix) in [("glibc malloc", ""), ("jemalloc", "_jemalloc")] {
+        if let (Some(ours), Some(raw), Some(rdkafka)) = (
+            rate(&format!("event_publisher{suffix}")),
+            rate(&format!("raw_rskafka{suffix}")),
+            rate("confluent_kafka"),
+        ) {
+            println!(
+                "  {allocator}: EventPublisher / raw rskafka = {:.2} (goal >= 0.80); \
+                 EventPublisher / librdkafka = {:.2} (goal >= 1.00)",
+                ours / raw,
+                ours / rdkafka
+            );
+        }
     }
     println!("  CPU per event during each run (µs; the client's process, and the broker meanwhile):");
-    for name in ["raw_rskafka", "event_publisher", "confluent_kafka", "kafkajs"] {
+    for name in PRODUCERS {
         let broker = value("CPU", &format!("broker_{name}"));
         if let Some(client) = value("CPU", name) {
             let broker = broker.map_or_else(|| "?".to_owned(), |b| format!("{b:.2}"));
-            println!("  {name:<16} client {client:>6.2}  broker {broker:>6}");
+            println!("  {name:<24} client {client:>6.2}  broker {broker:>6}");
         }
     }
     if let (Some(ours), Some(js)) = (rate("event_publisher"), rate("kafkajs")) {

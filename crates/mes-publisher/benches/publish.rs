@@ -5,8 +5,13 @@
 //!
 //! Environment: `MES_BENCH_KAFKA_BROKERS`, `MES_BENCH_RUN` (a run id; the
 //! topics of the run are `mes.bench{run}{name}.events`), `MES_BENCH_EVENTS`,
-//! and `MES_BENCH_ONLY` (`raw_rskafka`, `event_publisher` or `latency`) to
-//! run one measurement alone, e.g. under a profiler.
+//! and `MES_BENCH_ONLY` (a comma-separated list of `raw_rskafka`,
+//! `event_publisher` and `latency`) to run only those, e.g. under a profiler.
+//!
+//! Built with `--cfg mes_bench_jemalloc`, jemalloc is the global allocator
+//! and the throughput names end in `_jemalloc`: the same code, so the two
+//! builds show what a service's allocator is worth (glibc's malloc, the
+//! default, frees the many small allocations of rskafka's records slowly).
 //! Prints one `RESULT <name> <events/s>` or
 //! `LATENCY <name> <p50 µs> <p99 µs>` line per measurement, and for the
 //! two throughput runs a `CPU <name> <µs per event>` line: the CPU time
@@ -34,6 +39,13 @@ use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
+
+#[cfg(mes_bench_jemalloc)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Appended to the throughput measurements' names: which allocator ran them.
+const ALLOCATOR_SUFFIX: &str = if cfg!(mes_bench_jemalloc) { "_jemalloc" } else { "" };
 
 const PARTITIONS: u16 = 6;
 /// Every producer of the run gets a topic of its own.
@@ -80,7 +92,7 @@ async fn main() {
     println!("INFO record_value_bytes {record_bytes}");
 
     let only = std::env::var("MES_BENCH_ONLY").ok();
-    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == name));
 
     // What encoding alone costs, for reading the publisher's figure.
     let sample = events(&event_type(&run, "publisher"), count);
@@ -103,8 +115,9 @@ async fn main() {
         for outcome in publisher.publish_batch(&all).await {
             outcome.unwrap();
         }
-        report("event_publisher", count, started.elapsed());
-        report_cpu("event_publisher", count, cpu);
+        let name = format!("event_publisher{ALLOCATOR_SUFFIX}");
+        report(&name, count, started.elapsed());
+        report_cpu(&name, count, cpu);
         publisher.disconnect().await;
     }
 
@@ -183,8 +196,9 @@ async fn raw_rskafka(brokers: &str, event_type: &EventType, count: usize) {
     for task in tasks {
         task.await.unwrap();
     }
-    report("raw_rskafka", count, started.elapsed());
-    report_cpu("raw_rskafka", count, cpu);
+    let name = format!("raw_rskafka{ALLOCATOR_SUFFIX}");
+    report(&name, count, started.elapsed());
+    report_cpu(&name, count, cpu);
 }
 
 /// CPU time so far of this process and of the broker

@@ -56,6 +56,30 @@
 //! when a batch fails for good, the events queued behind it fail unsent
 //! ([`Error::EarlierBatchFailed`]) instead of overtaking it.
 //!
+//! # Throughput
+//!
+//! Events are sent in batches per partition (up to
+//! [`PublisherConfig::max_batch_bytes`], after waiting
+//! [`PublisherConfig::linger`] for more), all partitions at once. Most of
+//! the client's CPU per event is rskafka building and then freeing the
+//! record: a few small allocations per record and header, which glibc's
+//! malloc frees slowly when they are many and come from several threads.
+//! A service that publishes tens of thousands of events a second gains
+//! from a faster global allocator in its binary. `cargo xtask bench` runs
+//! the same publisher measurement with glibc's malloc and with jemalloc:
+//! in one run on a 2-core machine, jemalloc took the publisher from 208,000
+//! to 294,000 events/s (client CPU per event from 5.9 µs to 3.4 µs):
+//!
+//! ```toml
+//! [dependencies]
+//! tikv-jemallocator = "0.7"
+//! ```
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+//! ```
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
