@@ -6,7 +6,8 @@
 //! Environment: `MES_BENCH_KAFKA_BROKERS`, `MES_BENCH_RUN` (a run id; the
 //! topics of the run are `mes.bench{run}{name}.events`), `MES_BENCH_EVENTS`,
 //! and `MES_BENCH_ONLY` (a comma-separated list of `raw_rskafka`,
-//! `event_publisher` and `latency`) to run only those, e.g. under a profiler.
+//! `own_encoding_floor`, `event_publisher` and `latency`) to run only those,
+//! e.g. under a profiler.
 //!
 //! Built with `--cfg mes_bench_jemalloc`, jemalloc is the global allocator
 //! and the throughput names end in `_jemalloc`: the same code, so the two
@@ -27,6 +28,9 @@
 )]
 
 mod common;
+// Not `benches/floor.rs`, which cargo would take for a bench of its own.
+#[path = "publish/floor.rs"]
+mod floor;
 
 use common::{events, report};
 use std::collections::BTreeMap;
@@ -34,7 +38,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mes_events_types::{EncodeOptions, EventType, encode, partition_for_key};
+use mes_events_types::{EncodeOptions, EventType, KafkaRecord, encode, partition_for_key};
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
@@ -49,8 +53,9 @@ const ALLOCATOR_SUFFIX: &str = if cfg!(mes_bench_jemalloc) { "_jemalloc" } else 
 
 const PARTITIONS: u16 = 6;
 /// Every producer of the run gets a topic of its own.
-const TOPICS: [&str; 6] = [
+const TOPICS: [&str; 7] = [
     "rskafka",
+    "floor",
     "publisher",
     "latency",
     "latencynolinger",
@@ -106,6 +111,12 @@ async fn main() {
         raw_rskafka(&brokers, &event_type(&run, "rskafka"), count).await;
     }
 
+    if wanted("own_encoding_floor") {
+        let event_type = event_type(&run, "floor");
+        let records = records_by_partition(&event_type, count);
+        floor::own_encoding(&brokers, &event_type.topic().unwrap(), records).await;
+    }
+
     if wanted("event_publisher") {
         let publisher = EventPublisher::connect(config.clone()).await.unwrap();
         let all = events(&event_type(&run, "publisher"), count);
@@ -149,9 +160,25 @@ async fn main() {
     }
 }
 
-/// The ceiling: rskafka's `PartitionClient` with records encoded and
-/// batched before the clock starts (500 per request), partitions in
-/// parallel.
+/// `count` events encoded before any clock starts, with their timestamps,
+/// by the partition the publisher would pick.
+fn records_by_partition(event_type: &EventType, count: usize) -> BTreeMap<u32, Vec<(KafkaRecord, i64)>> {
+    let partitions = NonZeroU32::new(u32::from(PARTITIONS)).unwrap();
+    let mut by_partition: BTreeMap<u32, Vec<(KafkaRecord, i64)>> = BTreeMap::new();
+    for event in events(event_type, count) {
+        let record = encode(&event, &EncodeOptions::default()).unwrap();
+        let partition = partition_for_key(record.key.as_deref().unwrap(), partitions);
+        by_partition
+            .entry(partition)
+            .or_default()
+            .push((record, event.time().unix_millis()));
+    }
+    by_partition
+}
+
+/// rskafka's `PartitionClient` with records encoded and batched before the
+/// clock starts (500 per request), partitions in parallel: what rskafka
+/// itself costs.
 async fn raw_rskafka(brokers: &str, event_type: &EventType, count: usize) {
     let topic = event_type.topic().unwrap();
     let client = Arc::new(
@@ -160,18 +187,21 @@ async fn raw_rskafka(brokers: &str, event_type: &EventType, count: usize) {
             .await
             .unwrap(),
     );
-    let six = NonZeroU32::new(u32::from(PARTITIONS)).unwrap();
-    let mut per_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-    for event in events(event_type, count) {
-        let record = encode(&event, &EncodeOptions::default()).unwrap();
-        let partition = partition_for_key(record.key.as_deref().unwrap(), six);
-        per_partition.entry(partition).or_default().push(Record {
-            key: record.key,
-            value: record.value,
-            headers: record.headers.into_iter().collect(),
-            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(event.time().unix_millis()).unwrap(),
-        });
-    }
+    let per_partition: BTreeMap<u32, Vec<Record>> = records_by_partition(event_type, count)
+        .into_iter()
+        .map(|(partition, records)| {
+            let records = records
+                .into_iter()
+                .map(|(record, time)| Record {
+                    key: record.key,
+                    value: record.value,
+                    headers: record.headers.into_iter().collect(),
+                    timestamp: rskafka::chrono::DateTime::from_timestamp_millis(time).unwrap(),
+                })
+                .collect();
+            (partition, records)
+        })
+        .collect();
     let mut clients = Vec::new();
     for partition in per_partition.keys() {
         let pc = client
