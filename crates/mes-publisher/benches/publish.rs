@@ -6,8 +6,7 @@
 //! Environment: `MES_BENCH_KAFKA_BROKERS`, `MES_BENCH_RUN` (a run id; the
 //! topics of the run are `mes.bench{run}{name}.events`), `MES_BENCH_EVENTS`,
 //! and `MES_BENCH_ONLY` (a comma-separated list of `raw_rskafka`,
-//! `own_encoding_floor`, `event_publisher` and `latency`) to run only those,
-//! e.g. under a profiler.
+//! `event_publisher` and `latency`) to run only those, e.g. under a profiler.
 //!
 //! Built with `--cfg mes_bench_jemalloc`, jemalloc is the global allocator
 //! and the throughput names end in `_jemalloc`: the same code, so the two
@@ -28,9 +27,6 @@
 )]
 
 mod common;
-// Not `benches/floor.rs`, which cargo would take for a bench of its own.
-#[path = "publish/floor.rs"]
-mod floor;
 
 use common::{events, report};
 use std::collections::BTreeMap;
@@ -53,9 +49,8 @@ const ALLOCATOR_SUFFIX: &str = if cfg!(mes_bench_jemalloc) { "_jemalloc" } else 
 
 const PARTITIONS: u16 = 6;
 /// Every producer of the run gets a topic of its own.
-const TOPICS: [&str; 7] = [
+const TOPICS: [&str; 6] = [
     "rskafka",
-    "floor",
     "publisher",
     "latency",
     "latencynolinger",
@@ -109,12 +104,6 @@ async fn main() {
 
     if wanted("raw_rskafka") {
         raw_rskafka(&brokers, &event_type(&run, "rskafka"), count).await;
-    }
-
-    if wanted("own_encoding_floor") {
-        let event_type = event_type(&run, "floor");
-        let records = records_by_partition(&event_type, count);
-        floor::own_encoding(&brokers, &event_type.topic().unwrap(), records).await;
     }
 
     if wanted("event_publisher") {

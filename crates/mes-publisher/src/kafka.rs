@@ -27,6 +27,8 @@ use tracing::{Instrument, debug, warn};
 use crate::TopicSpec;
 use crate::config::{Compression, PublisherConfig, SaslMechanism, TopicSettings};
 use crate::error::{ClientError, Delivery, Error};
+use crate::produce::{Connector, PartitionProducer};
+use crate::wire::WireRecord;
 
 /// An encoded event on its way to one partition.
 pub(crate) struct Pending {
@@ -140,6 +142,11 @@ impl EncodedRecord {
             .unwrap_or_default()
     }
 
+    /// The headers as [`next_header`] reads them.
+    fn header_bytes(&self) -> &[u8] {
+        self.buf.get(self.value_len + self.key_len..).unwrap_or_default()
+    }
+
     fn size(&self) -> usize {
         self.buf.len() - 2 * LEN * self.headers
     }
@@ -194,6 +201,9 @@ pub(crate) struct TopicHandle {
 
 pub(crate) struct KafkaBackend {
     client: Client,
+    /// The own produce path's way to the brokers; `None` when rskafka
+    /// produces (SASL, compression).
+    connector: Option<Arc<Connector>>,
     config: PublisherConfig,
     /// `None` once disconnected. Read on every publish, written rarely.
     topics: RwLock<Option<HashMap<String, Arc<TopicHandle>>>>,
@@ -210,8 +220,10 @@ fn opaque(error: impl std::error::Error + Send + Sync + 'static) -> ClientError 
 impl KafkaBackend {
     pub(crate) async fn connect(config: PublisherConfig) -> Result<Self, Error> {
         let client = build_client(&config).await?;
+        let connector = Connector::for_config(&config)?;
         Ok(Self {
             client,
+            connector,
             config,
             topics: RwLock::new(Some(HashMap::new())),
             refresh: Mutex::new(()),
@@ -405,15 +417,25 @@ impl KafkaBackend {
         let queue = slot
             .queue
             .get_or_try_init(|| async {
-                let request =
-                    self.client
-                        .partition_client(topic, slot.partition, UnknownTopicHandling::Error);
-                let client = self
-                    .admin(&format!("find the leader of {topic}/{}", slot.partition), request)
-                    .await?;
-                let (sender, receiver) = mpsc::channel(self.config.queue_capacity);
+                let sender = match &self.connector {
+                    Some(connector) => BatchSender::Own(PartitionProducer::new(
+                        Arc::clone(connector),
+                        topic,
+                        slot.partition,
+                    )),
+                    None => {
+                        let request =
+                            self.client
+                                .partition_client(topic, slot.partition, UnknownTopicHandling::Error);
+                        let client = self
+                            .admin(&format!("find the leader of {topic}/{}", slot.partition), request)
+                            .await?;
+                        BatchSender::Rskafka(client)
+                    }
+                };
+                let (queue, receiver) = mpsc::channel(self.config.queue_capacity);
                 let worker = PartitionWorker {
-                    client,
+                    sender,
                     topic: topic.to_owned(),
                     partition: slot.partition,
                     linger: self.config.linger,
@@ -426,7 +448,7 @@ impl KafkaBackend {
                 if let Ok(mut tasks) = self.tasks.lock() {
                     tasks.push(task);
                 }
-                Ok::<_, Error>(sender)
+                Ok::<_, Error>(queue)
             })
             .await?;
         Ok(queue.clone())
@@ -511,8 +533,82 @@ fn kafka_compression(compression: Compression) -> KafkaCompression {
     }
 }
 
+/// A payload and its creation time (ms since the epoch), as sent.
+struct Timed(Payload, i64);
+
+impl WireRecord for Timed {
+    fn key(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Payload::Encoded(encoded) => Some(encoded.key()),
+            Payload::Record(record) => record.key.as_deref(),
+        }
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Payload::Encoded(encoded) => encoded.buf.get(..encoded.value_len),
+            Payload::Record(record) => record.value.as_deref(),
+        }
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let (encoded, record) = match &self.0 {
+            Payload::Encoded(encoded) => (Some(encoded.header_bytes()), None),
+            Payload::Record(record) => (None, Some(record.headers.iter())),
+        };
+        let encoded = encoded.into_iter().flat_map(|mut rest| {
+            std::iter::from_fn(move || {
+                let (name, value, next) = next_header(rest)?;
+                rest = next;
+                Some((name, value))
+            })
+        });
+        let record = record
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| (name.as_bytes(), value.as_slice()));
+        encoded.chain(record)
+    }
+
+    fn timestamp_ms(&self) -> i64 {
+        self.1
+    }
+}
+
+/// How a partition worker sends its batches.
+enum BatchSender {
+    /// The publisher's own produce path ([`crate::produce`]).
+    Own(PartitionProducer),
+    /// rskafka, for what the own path does not speak (SASL, compression).
+    Rskafka(PartitionClient),
+}
+
+impl BatchSender {
+    /// Sends `batch` and returns each event's offset, or why not and
+    /// whether the batch may be on the topic anyway.
+    async fn send(
+        &mut self,
+        batch: Vec<Timed>,
+        compression: KafkaCompression,
+    ) -> Result<Vec<i64>, (Delivery, ClientError)> {
+        match self {
+            BatchSender::Own(producer) => producer.produce(&batch).await,
+            BatchSender::Rskafka(client) => {
+                let records = batch
+                    .into_iter()
+                    .map(|Timed(payload, timestamp_ms)| payload.into_record(timestamp_ms))
+                    .collect();
+                client
+                    .produce(records, compression)
+                    .await
+                    .map_err(|e| (delivery_of(&e), opaque(e)))
+            }
+        }
+    }
+}
+
 struct PartitionWorker {
-    client: PartitionClient,
+    sender: BatchSender,
     topic: String,
     partition: i32,
     linger: Duration,
@@ -522,7 +618,7 @@ struct PartitionWorker {
 }
 
 impl PartitionWorker {
-    async fn run(self, mut queue: mpsc::Receiver<Pending>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
         // An event that did not fit in the previous batch starts the next.
         let mut carry: Option<Pending> = None;
         loop {
@@ -535,13 +631,12 @@ impl PartitionWorker {
             };
             let (batch, rest) = self.gather(first, &mut queue).await;
             carry = rest;
-            let (records, replies): (Vec<Record>, Vec<_>) = batch
+            let count = batch.len();
+            let (batch, replies): (Vec<Timed>, Vec<_>) = batch
                 .into_iter()
-                .map(|p| (p.payload.into_record(p.timestamp_ms), p.reply))
+                .map(|p| (Timed(p.payload, p.timestamp_ms), p.reply))
                 .unzip();
-            let count = records.len();
-            let outcome =
-                tokio::time::timeout(self.bound, self.client.produce(records, self.compression)).await;
+            let outcome = tokio::time::timeout(self.bound, self.sender.send(batch, self.compression)).await;
             match outcome {
                 Ok(Ok(offsets)) if offsets.len() == count => {
                     for (reply, offset) in replies.into_iter().zip(offsets) {
@@ -555,7 +650,7 @@ impl PartitionWorker {
                             Delivery::MaybeWritten,
                             format!("broker acknowledged {} of {count} records", offsets.len()).into(),
                         ),
-                        Ok(Err(e)) => (delivery_of(&e), opaque(e)),
+                        Ok(Err(failed)) => failed,
                         Err(elapsed) => (Delivery::MaybeWritten, opaque(elapsed)),
                     };
                     warn!(error = %source, records = count, ?delivery, "batch failed");

@@ -5,8 +5,10 @@
 //! structured mode by default, binary on request, plus the legacy `ce-*`
 //! headers the TypeScript tooling reads), and sends each to the topic of
 //! its type (`mes.{domain}.events`), keyed by its entity id, on the
-//! partition the kafkajs/Java murmur2 partitioner picks. It runs on rskafka
-//! (pure Rust; no librdkafka), whose types stay out of this API.
+//! partition the kafkajs/Java murmur2 partitioner picks. It is pure Rust
+//! (no librdkafka): it sends its batches itself and uses rskafka for the
+//! rest (topic metadata and creation, and producing when SASL or
+//! compression is configured); rskafka's types stay out of this API.
 //!
 //! # Example
 //!
@@ -46,7 +48,7 @@
 //!
 //! `publish` returns once the broker acknowledged the event (acks = all) with
 //! where it landed, or an [`Error`] whose [`Error::delivery`] says whether
-//! the event may be on the topic anyway. rskafka has no idempotent producer:
+//! the event may be on the topic anyway. There is no idempotent producer:
 //! a retried request can write an event twice. Events carry stable ids
 //! (ULIDs) and the consumer de-duplicates by id, so delivery is
 //! at-least-once end to end.
@@ -60,15 +62,19 @@
 //!
 //! Events are sent in batches per partition (up to
 //! [`PublisherConfig::max_batch_bytes`], after waiting
-//! [`PublisherConfig::linger`] for more), all partitions at once. Most of
-//! the client's CPU per event is rskafka building and then freeing the
-//! record: a few small allocations per record and header, which glibc's
-//! malloc frees slowly when they are many and come from several threads.
-//! A service that publishes tens of thousands of events a second gains
-//! from a faster global allocator in its binary. `cargo xtask bench` runs
-//! the same publisher measurement with glibc's malloc and with jemalloc:
-//! in one run on a 2-core machine, jemalloc took the publisher from 208,000
-//! to 294,000 events/s (client CPU per event from 5.9 µs to 3.4 µs):
+//! [`PublisherConfig::linger`] for more), all partitions at once, each
+//! partition over a connection of its own to its leader. A batch is
+//! written straight from the encoded events into one buffer per partition
+//! (`RecordBatch` v2 in a `Produce` v3 request): no object per record or
+//! header, which is where rskafka's producer spends most of its CPU per
+//! event. `cargo xtask bench` compares it with rskafka's and librdkafka's
+//! producers on the same broker.
+//!
+//! With SASL or compression configured, rskafka produces (the own path does
+//! not speak them yet) and costs about twice the client CPU per event;
+//! glibc's malloc is slow to free rskafka's many small allocations, so such
+//! a service gains from a faster global allocator in its binary (the bench
+//! runs rskafka with jemalloc too):
 //!
 //! ```toml
 //! [dependencies]
@@ -111,9 +117,11 @@ mod kafka;
 mod memory;
 #[cfg(feature = "outbox-postgres")]
 mod outbox;
+mod produce;
 mod publisher;
 #[cfg(feature = "tls")]
 mod tls;
+mod wire;
 
 pub use config::{
     Compression, PublisherConfig, RetryPolicy, SaslCredentials, SaslMechanism, TlsSettings, TopicSettings,
