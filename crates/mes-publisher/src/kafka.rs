@@ -2,30 +2,27 @@
 //!
 //! Order per entity: an entity's events always map to one partition; each
 //! partition has one task that sends one batch at a time and retries it
-//! (inside rskafka, within the retry budget) before the next. When a batch
+//! (within the retry budget) before the next. When a batch
 //! fails for good, the events queued behind it are failed unsent
 //! ([`Error::EarlierBatchFailed`]) rather than sent ahead of events their
 //! producer may publish again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use mes_events_types::{DomainEvent, EncodeOptions, KafkaRecord, encode_parts};
 use rskafka::BackoffConfig;
-use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::error::Error as KafkaError;
-use rskafka::client::partition::{Compression as KafkaCompression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
-use rskafka::record::Record;
 use serde::Serialize;
 use tokio::sync::{Mutex, OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, warn};
 
 use crate::TopicSpec;
-use crate::config::{Compression, PublisherConfig, SaslMechanism, TopicSettings};
+use crate::config::{PublisherConfig, SaslMechanism, TopicSettings};
 use crate::error::{ClientError, Delivery, Error};
 use crate::produce::{Connector, PartitionProducer};
 use crate::wire::WireRecord;
@@ -38,12 +35,12 @@ pub(crate) struct Pending {
     reply: oneshot::Sender<Result<i64, Error>>,
 }
 
-/// What a partition worker turns into an rskafka [`Record`] when it sends.
+/// What a partition worker sends for one event.
 pub(crate) enum Payload {
     /// An event the publisher encoded.
     Encoded(EncodedRecord),
     /// A record that came encoded ([`EventPublisher::publish_record`](crate::EventPublisher::publish_record)).
-    Record(Record),
+    Record(KafkaRecord),
 }
 
 impl Payload {
@@ -54,18 +51,16 @@ impl Payload {
         }
     }
 
-    /// rskafka's `Record::approximate_size`: key, value, header names and values.
+    /// What counts against the batch and record limits: key, value, header
+    /// names and values.
     fn size(&self) -> usize {
         match self {
             Payload::Encoded(encoded) => encoded.size(),
-            Payload::Record(record) => record.approximate_size(),
-        }
-    }
-
-    fn into_record(self, timestamp_ms: i64) -> Record {
-        match self {
-            Payload::Encoded(encoded) => encoded.into_record(timestamp_ms),
-            Payload::Record(record) => record,
+            Payload::Record(record) => {
+                let bytes = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+                let headers: usize = record.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+                bytes(&record.key) + bytes(&record.value) + headers
+            }
         }
     }
 }
@@ -74,11 +69,8 @@ impl Payload {
 /// then the key, then each header as its name's length and its value's
 /// length (`usize`, little-endian), its name and its value.
 ///
-/// The publishing task makes this one allocation per event; the partition
-/// worker builds the rskafka [`Record`] (a string per header name and
-/// value) right before it sends, so those allocations are made and freed
-/// by the task that sends them rather than made on the publishing thread
-/// and freed on another, which costs glibc's allocator far more.
+/// The publishing task makes this one allocation per event, and the
+/// partition worker writes the record straight from it into the request.
 pub(crate) struct EncodedRecord {
     buf: Vec<u8>,
     value_len: usize,
@@ -150,32 +142,6 @@ impl EncodedRecord {
     fn size(&self) -> usize {
         self.buf.len() - 2 * LEN * self.headers
     }
-
-    fn into_record(self, timestamp_ms: i64) -> Record {
-        let Self {
-            mut buf,
-            value_len,
-            key_len,
-            ..
-        } = self;
-        let tail = buf.get(value_len..).unwrap_or_default();
-        let key = tail.get(..key_len).unwrap_or_default().to_vec();
-        let mut rest = tail.get(key_len..).unwrap_or_default();
-        // Kafka headers may repeat a name; the codec never writes a name
-        // twice, so the map loses nothing.
-        let mut headers = BTreeMap::new();
-        while let Some((name, value, next)) = next_header(rest) {
-            headers.insert(String::from_utf8_lossy(name).into_owned(), value.to_vec());
-            rest = next;
-        }
-        buf.truncate(value_len);
-        Record {
-            key: Some(key),
-            value: Some(buf),
-            headers,
-            timestamp: DateTime::<Utc>::from_timestamp_millis(timestamp_ms).unwrap_or_default(),
-        }
-    }
 }
 
 /// The first header of an [`EncodedRecord`]'s header bytes and the rest.
@@ -201,9 +167,8 @@ pub(crate) struct TopicHandle {
 
 pub(crate) struct KafkaBackend {
     client: Client,
-    /// The own produce path's way to the brokers; `None` when rskafka
-    /// produces (SASL, compression).
-    connector: Option<Arc<Connector>>,
+    /// How the partition workers reach the brokers.
+    connector: Arc<Connector>,
     config: PublisherConfig,
     /// `None` once disconnected. Read on every publish, written rarely.
     topics: RwLock<Option<HashMap<String, Arc<TopicHandle>>>>,
@@ -417,30 +382,14 @@ impl KafkaBackend {
         let queue = slot
             .queue
             .get_or_try_init(|| async {
-                let sender = match &self.connector {
-                    Some(connector) => BatchSender::Own(PartitionProducer::new(
-                        Arc::clone(connector),
-                        topic,
-                        slot.partition,
-                    )),
-                    None => {
-                        let request =
-                            self.client
-                                .partition_client(topic, slot.partition, UnknownTopicHandling::Error);
-                        let client = self
-                            .admin(&format!("find the leader of {topic}/{}", slot.partition), request)
-                            .await?;
-                        BatchSender::Rskafka(client)
-                    }
-                };
+                let producer = PartitionProducer::new(Arc::clone(&self.connector), topic, slot.partition);
                 let (queue, receiver) = mpsc::channel(self.config.queue_capacity);
                 let worker = PartitionWorker {
-                    sender,
+                    producer,
                     topic: topic.to_owned(),
                     partition: slot.partition,
                     linger: self.config.linger,
                     max_batch_bytes: self.config.max_batch_bytes,
-                    compression: kafka_compression(self.config.compression),
                     bound: self.config.request_timeout + self.config.retry.retry_budget(),
                 };
                 let span = tracing::info_span!("partition_producer", topic, partition = slot.partition);
@@ -507,32 +456,6 @@ impl KafkaBackend {
     }
 }
 
-pub(crate) fn rskafka_record(record: KafkaRecord, timestamp_ms: i64) -> Record {
-    // Kafka headers may repeat a name; the codec never writes a name twice,
-    // so the map loses nothing.
-    let headers: BTreeMap<String, Vec<u8>> = record.headers.into_iter().collect();
-    Record {
-        key: record.key,
-        value: record.value,
-        headers,
-        timestamp: DateTime::<Utc>::from_timestamp_millis(timestamp_ms).unwrap_or_default(),
-    }
-}
-
-fn kafka_compression(compression: Compression) -> KafkaCompression {
-    match compression {
-        Compression::None => KafkaCompression::NoCompression,
-        #[cfg(feature = "compression-gzip")]
-        Compression::Gzip => KafkaCompression::Gzip,
-        #[cfg(feature = "compression-lz4")]
-        Compression::Lz4 => KafkaCompression::Lz4,
-        #[cfg(feature = "compression-snappy")]
-        Compression::Snappy => KafkaCompression::Snappy,
-        #[cfg(feature = "compression-zstd")]
-        Compression::Zstd => KafkaCompression::Zstd,
-    }
-}
-
 /// A payload and its creation time (ms since the epoch), as sent.
 struct Timed(Payload, i64);
 
@@ -575,45 +498,12 @@ impl WireRecord for Timed {
     }
 }
 
-/// How a partition worker sends its batches.
-enum BatchSender {
-    /// The publisher's own produce path ([`crate::produce`]).
-    Own(PartitionProducer),
-    /// rskafka, for what the own path does not speak (SASL, compression).
-    Rskafka(PartitionClient),
-}
-
-impl BatchSender {
-    /// Sends `batch` and returns each event's offset, or why not and
-    /// whether the batch may be on the topic anyway.
-    async fn send(
-        &mut self,
-        batch: Vec<Timed>,
-        compression: KafkaCompression,
-    ) -> Result<Vec<i64>, (Delivery, ClientError)> {
-        match self {
-            BatchSender::Own(producer) => producer.produce(&batch).await,
-            BatchSender::Rskafka(client) => {
-                let records = batch
-                    .into_iter()
-                    .map(|Timed(payload, timestamp_ms)| payload.into_record(timestamp_ms))
-                    .collect();
-                client
-                    .produce(records, compression)
-                    .await
-                    .map_err(|e| (delivery_of(&e), opaque(e)))
-            }
-        }
-    }
-}
-
 struct PartitionWorker {
-    sender: BatchSender,
+    producer: PartitionProducer,
     topic: String,
     partition: i32,
     linger: Duration,
     max_batch_bytes: usize,
-    compression: KafkaCompression,
     bound: Duration,
 }
 
@@ -636,7 +526,7 @@ impl PartitionWorker {
                 .into_iter()
                 .map(|p| (Timed(p.payload, p.timestamp_ms), p.reply))
                 .unzip();
-            let outcome = tokio::time::timeout(self.bound, self.sender.send(batch, self.compression)).await;
+            let outcome = tokio::time::timeout(self.bound, self.producer.produce(&batch)).await;
             match outcome {
                 Ok(Ok(offsets)) if offsets.len() == count => {
                     for (reply, offset) in replies.into_iter().zip(offsets) {
@@ -707,15 +597,6 @@ impl PartitionWorker {
                 Err(_) => return (batch, None),
             }
         }
-    }
-}
-
-/// A broker's error answer means it did not write the batch; anything else
-/// (a broken connection, retries given up, a timeout) may hide a write.
-fn delivery_of(error: &KafkaError) -> Delivery {
-    match error {
-        KafkaError::ServerError { .. } => Delivery::NotWritten,
-        _ => Delivery::MaybeWritten,
     }
 }
 

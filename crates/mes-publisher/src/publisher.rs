@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::config::{PublisherConfig, TopicSettings};
 use crate::error::Error;
-use crate::kafka::{EncodedRecord, KafkaBackend, Payload, TopicHandle, rskafka_record};
+use crate::kafka::{EncodedRecord, KafkaBackend, Payload, TopicHandle};
 use crate::memory::{MemoryBackend, RecordedEvents};
 
 /// Where the broker put an event.
@@ -174,7 +174,7 @@ impl EventPublisher {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                     .unwrap_or_default();
-                let record = Payload::Record(rskafka_record(record, now_ms));
+                let record = Payload::Record(record);
                 let (partition, receiver) = kafka.enqueue(topic, &handle, record, now_ms).await?;
                 await_ack(topic.to_owned(), partition, receiver).await
             }

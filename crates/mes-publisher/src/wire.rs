@@ -1,8 +1,8 @@
-//! The bytes of the two Kafka requests the publisher's own produce path
-//! sends: `Metadata` v4 (where a partition's leader is) and `Produce` v3
-//! with one uncompressed `RecordBatch` v2. Both versions are answered by
-//! every Kafka since 0.11 (4.0 included), Redpanda and tansu, and neither
-//! uses the flexible (tagged-field) encoding.
+//! The bytes of the Kafka requests the publisher's own produce path sends:
+//! `Metadata` v4 (where a partition's leader is), `Produce` v3 with one
+//! `RecordBatch` v2, and `SaslHandshake`/`SaslAuthenticate` v1. These
+//! versions are answered by every Kafka since 1.0 (4.0 included), Redpanda
+//! and tansu, and none uses the flexible (tagged-field) encoding.
 //!
 //! Records are written straight from the publisher's encoded events into
 //! one reused buffer: no record, header or batch object in between, which
@@ -13,10 +13,17 @@
 
 use std::fmt;
 
+use crate::Compression;
+
 const API_PRODUCE: i16 = 0;
 const API_METADATA: i16 = 3;
+const API_SASL_HANDSHAKE: i16 = 17;
+const API_SASL_AUTHENTICATE: i16 = 36;
 const PRODUCE_VERSION: i16 = 3;
 const METADATA_VERSION: i16 = 4;
+/// `SaslHandshake` v1 and `SaslAuthenticate` v1: the SASL exchange in Kafka
+/// frames, answered since Kafka 1.0 (4.0 included).
+const SASL_VERSION: i16 = 1;
 /// Where the correlation id sits in a request with its size prefix: size,
 /// API key, API version.
 const CORRELATION_AT: usize = 4 + 2 + 2;
@@ -69,7 +76,8 @@ pub(crate) fn metadata_request(buf: &mut Vec<u8>, client_id: &str, topic: &str) 
     patch_size(buf, 0, 4);
 }
 
-/// A `Produce` v3 request (acks = all) for one partition's `records`.
+/// A `Produce` v3 request (acks = all) for one partition's `records`,
+/// compressed with `compression`; an error only when compressing fails.
 pub(crate) fn produce_request<R: WireRecord>(
     buf: &mut Vec<u8>,
     client_id: &str,
@@ -77,7 +85,8 @@ pub(crate) fn produce_request<R: WireRecord>(
     topic: &str,
     partition: i32,
     records: &[R],
-) {
+    compression: Compression,
+) -> std::io::Result<()> {
     header(buf, API_PRODUCE, PRODUCE_VERSION, client_id);
     buf.extend_from_slice(&(-1_i16).to_be_bytes()); // no transactional id
     buf.extend_from_slice(&(-1_i16).to_be_bytes()); // acks = all
@@ -87,14 +96,18 @@ pub(crate) fn produce_request<R: WireRecord>(
     buf.extend_from_slice(&1_i32.to_be_bytes()); // one partition
     buf.extend_from_slice(&partition.to_be_bytes());
     let records_size_at = reserve(buf, 4);
-    record_batch(buf, records);
+    record_batch(buf, records, compression)?;
     patch_size(buf, records_size_at, records_size_at + 4);
     patch_size(buf, 0, 4);
+    Ok(())
 }
 
-/// Appends a `RecordBatch` v2 of `records`: uncompressed, create time, no
-/// producer id.
-fn record_batch<R: WireRecord>(buf: &mut Vec<u8>, records: &[R]) {
+/// Appends a `RecordBatch` v2 of `records`: create time, no producer id.
+fn record_batch<R: WireRecord>(
+    buf: &mut Vec<u8>,
+    records: &[R],
+    compression: Compression,
+) -> std::io::Result<()> {
     let first = records.first().map_or(0, WireRecord::timestamp_ms);
     let max = records
         .iter()
@@ -107,7 +120,7 @@ fn record_batch<R: WireRecord>(buf: &mut Vec<u8>, records: &[R]) {
     buf.extend_from_slice(&(-1_i32).to_be_bytes()); // partition leader epoch
     buf.push(2); // magic
     let crc_at = reserve(buf, 4);
-    buf.extend_from_slice(&0_i16.to_be_bytes()); // attributes
+    buf.extend_from_slice(&codec_id(compression).to_be_bytes()); // attributes: the codec
     buf.extend_from_slice(&(count - 1).to_be_bytes()); // last offset delta
     buf.extend_from_slice(&first.to_be_bytes());
     buf.extend_from_slice(&max.to_be_bytes());
@@ -115,14 +128,90 @@ fn record_batch<R: WireRecord>(buf: &mut Vec<u8>, records: &[R]) {
     buf.extend_from_slice(&(-1_i16).to_be_bytes()); // producer epoch
     buf.extend_from_slice(&(-1_i32).to_be_bytes()); // base sequence
     buf.extend_from_slice(&count.to_be_bytes());
+    let records_at = buf.len();
     for (delta, record) in (0..).zip(records) {
         write_record(buf, delta, record.timestamp_ms() - first, record);
+    }
+    if compression != Compression::None {
+        // Only the records are compressed; the batch header stays readable.
+        let plain = buf.split_off(records_at);
+        compress(compression, &plain, buf)?;
     }
     let crc = crc32c::crc32c(buf.get(crc_at + 4..).unwrap_or_default());
     if let Some(slot) = buf.get_mut(crc_at..crc_at + 4) {
         slot.copy_from_slice(&crc.to_be_bytes());
     }
     patch_size(buf, length_at, length_at + 4);
+    Ok(())
+}
+
+/// The codec's number in a batch's attributes.
+fn codec_id(compression: Compression) -> i16 {
+    match compression {
+        Compression::None => 0,
+        #[cfg(feature = "compression-gzip")]
+        Compression::Gzip => 1,
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => 2,
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => 3,
+        #[cfg(feature = "compression-zstd")]
+        Compression::Zstd => 4,
+    }
+}
+
+/// Appends `input` compressed as Kafka reads each codec: a gzip stream,
+/// raw snappy, an LZ4 frame of independent blocks, a zstd frame.
+#[cfg_attr(
+    not(any(
+        feature = "compression-gzip",
+        feature = "compression-lz4",
+        feature = "compression-snappy",
+        feature = "compression-zstd"
+    )),
+    allow(unused_variables)
+)]
+fn compress(compression: Compression, input: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    #[cfg(any(
+        feature = "compression-gzip",
+        feature = "compression-lz4",
+        feature = "compression-zstd"
+    ))]
+    use std::io::Write;
+    match compression {
+        Compression::None => out.extend_from_slice(input),
+        #[cfg(feature = "compression-gzip")]
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            encoder.write_all(input)?;
+            encoder.finish()?;
+        }
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => {
+            let start = out.len();
+            out.resize(start + snap::raw::max_compress_len(input.len()), 0);
+            let written = snap::raw::Encoder::new()
+                .compress(input, out.get_mut(start..).unwrap_or_default())
+                .map_err(std::io::Error::other)?;
+            out.truncate(start + written);
+        }
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => {
+            let mut encoder = lz4::EncoderBuilder::new()
+                // The only block mode Kafka reads.
+                .block_mode(lz4::liblz4::BlockMode::Independent)
+                .build(out)?;
+            encoder.write_all(input)?;
+            encoder.finish().1?;
+        }
+        #[cfg(feature = "compression-zstd")]
+        Compression::Zstd => {
+            let mut encoder = zstd::Encoder::new(out, 0)?;
+            encoder.write_all(input)?;
+            encoder.finish()?;
+        }
+    }
+    Ok(())
 }
 
 fn write_record<R: WireRecord>(buf: &mut Vec<u8>, offset_delta: i64, time_delta: i64, record: &R) {
@@ -155,6 +244,61 @@ fn write_record<R: WireRecord>(buf: &mut Vec<u8>, offset_delta: i64, time_delta:
         prefixed(buf, name);
         prefixed(buf, value);
     }
+}
+
+/// A `SaslHandshake` v1 request for `mechanism`.
+pub(crate) fn sasl_handshake_request(buf: &mut Vec<u8>, client_id: &str, mechanism: &str) {
+    header(buf, API_SASL_HANDSHAKE, SASL_VERSION, client_id);
+    string(buf, mechanism);
+    patch_size(buf, 0, 4);
+}
+
+/// Reads a `SaslHandshake` v1 answer: correlation id, error code and the
+/// mechanisms the broker offers.
+pub(crate) fn sasl_handshake_answer(answer: &[u8]) -> Result<(i32, i16, Vec<String>), WireError> {
+    let mut r = Reader(answer);
+    let correlation = r.i32()?;
+    let error_code = r.i16()?;
+    let mechanisms = (0..r.count()?).map(|_| r.string()).collect::<Result<_, _>>()?;
+    Ok((correlation, error_code, mechanisms))
+}
+
+/// A `SaslAuthenticate` v1 request carrying one SASL message.
+pub(crate) fn sasl_authenticate_request(buf: &mut Vec<u8>, client_id: &str, message: &[u8]) {
+    header(buf, API_SASL_AUTHENTICATE, SASL_VERSION, client_id);
+    buf.extend_from_slice(&i32::try_from(message.len()).unwrap_or(i32::MAX).to_be_bytes());
+    buf.extend_from_slice(message);
+    patch_size(buf, 0, 4);
+}
+
+/// What a `SaslAuthenticate` v1 answer says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SaslAnswer {
+    pub(crate) correlation: i32,
+    pub(crate) error_code: i16,
+    pub(crate) error_message: Option<String>,
+    /// The broker's SASL message.
+    pub(crate) message: Vec<u8>,
+}
+
+/// Reads a `SaslAuthenticate` v1 answer.
+pub(crate) fn sasl_authenticate_answer(answer: &[u8]) -> Result<SaslAnswer, WireError> {
+    let mut r = Reader(answer);
+    let correlation = r.i32()?;
+    let error_code = r.i16()?;
+    let error_message = r.nullable_string()?;
+    let len = usize::try_from(r.i32()?).unwrap_or(0);
+    let (message, rest) =
+        r.0.split_at_checked(len)
+            .ok_or_else(|| WireError("SASL message runs past the answer".to_owned()))?;
+    r.0 = rest;
+    r.i64()?; // session lifetime
+    Ok(SaslAnswer {
+        correlation,
+        error_code,
+        error_message,
+        message: message.to_vec(),
+    })
 }
 
 /// What a `Produce` v3 answer says about the one partition it was asked about.
@@ -420,7 +564,7 @@ mod tests {
             },
         ];
         let mut buf = Vec::new();
-        produce_request(&mut buf, "me", 30_000, "t", 2, &records);
+        produce_request(&mut buf, "me", 30_000, "t", 2, &records, Compression::None).unwrap();
         set_correlation(&mut buf, 7);
         let mut r = Reader(&buf);
         assert_eq!(usize::try_from(r.i32().unwrap()).unwrap(), buf.len() - 4);
