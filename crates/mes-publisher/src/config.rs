@@ -272,8 +272,9 @@ impl fmt::Debug for PublisherConfig {
 
 /// How failed produce requests are retried.
 ///
-/// rskafka retries for a span of time, not a number of attempts; the policy
-/// turns `retries` into that span: the sum of the back-offs of that many
+/// Retrying is bounded by a span of time (the retry budget), not a number
+/// of attempts, both for batches and for rskafka's admin requests; the
+/// policy turns `retries` into that span: the sum of the back-offs of that many
 /// retries (100 ms, 200 ms, 400 ms, ... capped at `max_backoff`), capped by
 /// `max_total`. With the defaults that is 8 retries within 25.5 s.
 #[derive(Debug, Clone, Copy, PartialEq)]

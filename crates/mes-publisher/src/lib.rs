@@ -6,9 +6,8 @@
 //! headers the TypeScript tooling reads), and sends each to the topic of
 //! its type (`mes.{domain}.events`), keyed by its entity id, on the
 //! partition the kafkajs/Java murmur2 partitioner picks. It is pure Rust
-//! (no librdkafka): it sends its batches itself and uses rskafka for the
-//! rest (topic metadata and creation, and producing when SASL or
-//! compression is configured); rskafka's types stay out of this API.
+//! (no librdkafka): it sends its batches itself, and uses rskafka for topic
+//! metadata and creation; rskafka's types stay out of this API.
 //!
 //! # Example
 //!
@@ -70,21 +69,8 @@
 //! event. `cargo xtask bench` compares it with rskafka's and librdkafka's
 //! producers on the same broker.
 //!
-//! With SASL or compression configured, rskafka produces (the own path does
-//! not speak them yet) and costs about twice the client CPU per event;
-//! glibc's malloc is slow to free rskafka's many small allocations, so such
-//! a service gains from a faster global allocator in its binary (the bench
-//! runs rskafka with jemalloc too):
-//!
-//! ```toml
-//! [dependencies]
-//! tikv-jemallocator = "0.7"
-//! ```
-//!
-//! ```ignore
-//! #[global_allocator]
-//! static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-//! ```
+//! Each connection is authenticated with SASL and its batches compressed
+//! when so configured.
 //!
 //! # Feature flags
 //!
