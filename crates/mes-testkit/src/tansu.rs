@@ -1,6 +1,7 @@
 //! The tansu broker as a child process: started on a spare port, waited
-//! for until it answers a Kafka request, killed when dropped; and
-//! [`TlsTansu`], one reachable only over TLS, through a [`TlsProxy`].
+//! for until it answers a Kafka request, killed when dropped; its SCRAM
+//! users ([`TansuBroker::create_user`]); and [`TlsTansu`], one reachable
+//! only over TLS, through a [`TlsProxy`].
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,6 +20,8 @@ pub struct TansuBroker {
     storage: String,
     port: u16,
     advertised: Option<String>,
+    /// Appended to `tansu broker`'s arguments, at every (re)start.
+    args: Vec<String>,
     log: PathBuf,
 }
 
@@ -34,6 +37,14 @@ impl TansuBroker {
         Self::start_on(binary, storage, spare_port()?, dir)
     }
 
+    /// [`start`](Self::start) with `args` appended to `tansu broker`'s
+    /// command line, e.g. `["--authentication"]` for a broker that requires
+    /// SASL; [`restart`](Self::restart) passes them again.
+    pub fn start_with_args(binary: &Path, storage: &str, dir: &Path, args: &[&str]) -> io::Result<Self> {
+        let args = args.iter().map(|&a| a.to_owned()).collect();
+        Self::launch(binary, storage, spare_port()?, None, args, dir)
+    }
+
     /// Starts a broker on a given port (to restart one where it was).
     pub fn start_on(binary: &Path, storage: &str, port: u16, dir: &Path) -> io::Result<Self> {
         Self::start_advertising(binary, storage, port, None, dir)
@@ -47,6 +58,17 @@ impl TansuBroker {
         storage: &str,
         port: u16,
         advertised: Option<&str>,
+        dir: &Path,
+    ) -> io::Result<Self> {
+        Self::launch(binary, storage, port, advertised, Vec::new(), dir)
+    }
+
+    fn launch(
+        binary: &Path,
+        storage: &str,
+        port: u16,
+        advertised: Option<&str>,
+        args: Vec<String>,
         dir: &Path,
     ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
@@ -66,6 +88,7 @@ impl TansuBroker {
                 &advertised_url,
             ])
             .args(["--storage-engine", storage])
+            .args(&args)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -77,6 +100,7 @@ impl TansuBroker {
             storage: storage.to_owned(),
             port,
             advertised: advertised.map(str::to_owned),
+            args,
             log,
         };
         broker.wait_ready()?;
@@ -112,16 +136,43 @@ impl TansuBroker {
     /// Starts it again on the same port with the same storage.
     pub fn restart(&mut self) -> io::Result<()> {
         let log_dir = self.log.parent().map(Path::to_path_buf).unwrap_or_default();
-        let fresh = Self::start_advertising(
+        let fresh = Self::launch(
             &self.binary,
             &self.storage,
             self.port,
             self.advertised.as_deref(),
+            self.args.clone(),
             &log_dir,
         )?;
         let old = std::mem::replace(self, fresh);
         drop(old);
         Ok(())
+    }
+
+    /// Creates the SCRAM user `name` in the broker's storage by running
+    /// `tansu user create` against it; on failure the error carries the
+    /// command's stderr.
+    ///
+    /// The storage must keep users (`sqlite://`; `memory://` cannot), and
+    /// the broker must run *without* `--authentication`, which makes tansu
+    /// reject the command: create the users, then restart the broker on
+    /// the same storage with the flag ([`start_with_args`](Self::start_with_args)).
+    pub fn create_user(&self, mechanism: Scram, name: &str, password: &str) -> io::Result<()> {
+        let output = Command::new(&self.binary)
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--mechanism", mechanism.tansu_name(), name, password])
+            .stdin(Stdio::null())
+            .output()?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "tansu user create {name} ({}) failed ({}): {}",
+            mechanism.tansu_name(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
     }
 
     fn wait_ready(&mut self) -> io::Result<()> {
@@ -144,6 +195,25 @@ impl TansuBroker {
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The SCRAM mechanism of a user [`TansuBroker::create_user`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scram {
+    /// SCRAM-SHA-256.
+    Sha256,
+    /// SCRAM-SHA-512.
+    Sha512,
+}
+
+impl Scram {
+    /// The name `tansu user create --mechanism` takes.
+    fn tansu_name(self) -> &'static str {
+        match self {
+            Scram::Sha256 => "scram256",
+            Scram::Sha512 => "scram512",
         }
     }
 }
