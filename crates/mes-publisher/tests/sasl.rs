@@ -9,8 +9,11 @@
 //!
 //! tansu 0.6 offers SCRAM-SHA-256 and SCRAM-SHA-512 only, so PLAIN is
 //! checked to fail, clearly, as it would against any broker without it.
-//! With SASL configured, the publisher produces through rskafka (its own
-//! produce path does not speak SASL), so these tests cover that path too.
+//! Both of the publisher's ways to the broker authenticate: `connect`
+//! builds rskafka's client (topic metadata and creation), and publishing
+//! opens the own produce path's connections to the partition leaders,
+//! which run their own SASL exchange (rsasl). The SCRAM tests go through
+//! both; the refused ones end at `connect`, in rskafka's exchange.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -251,9 +254,11 @@ async fn without_credentials_the_broker_refuses_the_publisher() {
 
 // tansu 0.6 has a bug here: after a failed SCRAM exchange it still treats
 // the connection as authenticated, so only a client that gives up when the
-// server's final message carries an error (`e=...`) is kept out. rskafka
-// gives up, so the publisher is refused; a client that went on regardless
-// would be let in. These cases test the client, not tansu's enforcement.
+// server's final message carries an error (`e=...`) is kept out. rsasl's
+// SCRAM client gives up (rskafka's exchange, which `connect` runs, and the
+// own produce path's both use it), so the publisher is refused; a client
+// that went on regardless would be let in. These cases test the client,
+// not tansu's enforcement.
 #[tokio::test]
 async fn a_wrong_password_or_an_unknown_user_fails_the_connect() {
     let scratch = Scratch::new("refused");
