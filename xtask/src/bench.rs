@@ -9,6 +9,8 @@ use crate::redis::RedisServices;
 use crate::{Result, cargo_in_workspace, tools, workspace_root};
 
 const EVENTS: &str = "50000";
+/// Turns each publisher benchmark takes; the summary gives the median.
+const PUBLISHER_ROUNDS: usize = 3;
 const OUTBOX_EVENTS: &str = "20000";
 
 pub(crate) fn bench() -> Result<()> {
@@ -22,49 +24,65 @@ pub(crate) fn bench() -> Result<()> {
     // Each producer reports what the broker spent during its run too.
     let broker_pid = broker.pid().to_string();
     let run = format!("{}", std::process::id());
-    let topic = |name: &str| format!("mes.bench{run}{name}.events");
     eprintln!(
-        "xtask: benchmarking the publisher against tansu (memory://) on {brokers}, {EVENTS} events of ~1 KB"
+        "xtask: benchmarking the publisher against tansu (memory://) on {brokers}, {EVENTS} events of ~1 KB, \
+         {PUBLISHER_ROUNDS} rounds"
     );
 
-    let mut results = capture(
-        cargo_in_workspace()
-            .args(["bench", "--locked", "-p", "mes-publisher", "--bench", "publish"])
-            .env("MES_BENCH_KAFKA_BROKERS", &brokers)
-            .env("MES_BENCH_BROKER_PID", &broker_pid)
-            .env("MES_BENCH_RUN", &run)
-            .env("MES_BENCH_EVENTS", EVENTS),
-    )?;
-    // The same two throughput measurements with jemalloc as the global
-    // allocator: a build of its own (`--cfg mes_bench_jemalloc` changes every
-    // crate's flags), kept apart so it does not evict the usual one.
-    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
-    rustflags.push_str(" --cfg mes_bench_jemalloc");
-    results.extend(capture(
-        cargo_in_workspace()
-            .args(["bench", "--locked", "-p", "mes-publisher", "--bench", "publish"])
-            .env("RUSTFLAGS", rustflags.trim())
-            .env("CARGO_TARGET_DIR", workspace_root().join("target/bench-jemalloc"))
-            .env("MES_BENCH_KAFKA_BROKERS", &brokers)
-            .env("MES_BENCH_BROKER_PID", &broker_pid)
-            .env("MES_BENCH_RUN", format!("{run}jemalloc"))
-            .env("MES_BENCH_EVENTS", EVENTS)
-            .env("MES_BENCH_ONLY", "raw_rskafka,event_publisher"),
-    )?);
+    // The producers take turns, round after round, so that the broker's
+    // state (it keeps every record in memory) and the machine's other work
+    // weigh on each alike; the summary gives each one's median.
+    let mut results = Vec::new();
     let bench_dir = workspace_root().join("xtask/bench");
-    results.extend(capture(
-        Command::new(&python)
-            .arg(bench_dir.join("confluent_producer.py"))
-            .args([&brokers, &topic("confluent"), EVENTS])
-            .env("MES_BENCH_BROKER_PID", &broker_pid),
-    )?);
-    results.extend(capture(
-        Command::new("node")
-            .arg(bench_dir.join("kafkajs_producer.js"))
-            .args([&brokers, &topic("kafkajs"), EVENTS])
-            .env("MES_BENCH_BROKER_PID", &broker_pid)
-            .env("NODE_PATH", &node_modules),
-    )?);
+    // The jemalloc build: the same code with jemalloc as the global
+    // allocator (`--cfg mes_bench_jemalloc` changes every crate's flags), in
+    // a target folder of its own so it does not evict the usual build.
+    let mut jemalloc_flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    jemalloc_flags.push_str(" --cfg mes_bench_jemalloc");
+    for round in 0..PUBLISHER_ROUNDS {
+        let run = format!("{run}r{round}");
+        let topic = |name: &str| format!("mes.bench{run}{name}.events");
+        // Single-publish latency once: it does not depend on the others.
+        let only = if round == 0 {
+            "raw_rskafka,event_publisher,latency"
+        } else {
+            "raw_rskafka,event_publisher"
+        };
+        results.extend(capture(
+            cargo_in_workspace()
+                .args(["bench", "--locked", "-p", "mes-publisher", "--bench", "publish"])
+                .env("MES_BENCH_KAFKA_BROKERS", &brokers)
+                .env("MES_BENCH_BROKER_PID", &broker_pid)
+                .env("MES_BENCH_RUN", &run)
+                .env("MES_BENCH_EVENTS", EVENTS)
+                .env("MES_BENCH_ONLY", only),
+        )?);
+        results.extend(capture(
+            cargo_in_workspace()
+                .args(["bench", "--locked", "-p", "mes-publisher", "--bench", "publish"])
+                .env("RUSTFLAGS", jemalloc_flags.trim())
+                .env("CARGO_TARGET_DIR", workspace_root().join("target/bench-jemalloc"))
+                .env("MES_BENCH_KAFKA_BROKERS", &brokers)
+                .env("MES_BENCH_BROKER_PID", &broker_pid)
+                .env("MES_BENCH_RUN", format!("{run}jemalloc"))
+                .env("MES_BENCH_EVENTS", EVENTS)
+                .env("MES_BENCH_ONLY", "raw_rskafka,event_publisher"),
+        )?);
+        results.extend(capture(
+            Command::new(&python)
+                .arg(bench_dir.join("confluent_producer.py"))
+                .args([&brokers, &topic("confluent"), EVENTS])
+                .env("MES_BENCH_BROKER_PID", &broker_pid),
+        )?);
+        results.extend(capture(
+            Command::new("node")
+                .arg(bench_dir.join("kafkajs_producer.js"))
+                .args([&brokers, &topic("kafkajs"), EVENTS])
+                .env("MES_BENCH_BROKER_PID", &broker_pid)
+                .env("NODE_PATH", &node_modules),
+        )?);
+    }
+    let run = format!("{run}o");
     eprintln!("xtask: benchmarking the PostgreSQL outbox on the same broker and the local PostgreSQL");
     results.extend(capture(
         cargo_in_workspace()
@@ -125,16 +143,25 @@ fn capture(command: &mut Command) -> Result<Vec<String>> {
 }
 
 fn summarise(lines: &[String]) {
+    // The median of a measurement's values (one per round).
     let value = |kind: &str, name: &str| {
-        lines.iter().find_map(|l| {
-            let mut parts = l.split_whitespace();
-            (parts.next() == Some(kind) && parts.next() == Some(name))
-                .then(|| parts.next().and_then(|v| v.parse::<f64>().ok()))
-                .flatten()
-        })
+        let mut values: Vec<f64> = lines
+            .iter()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                (parts.next() == Some(kind) && parts.next() == Some(name))
+                    .then(|| parts.next().and_then(|v| v.parse::<f64>().ok()))
+                    .flatten()
+            })
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
     };
     let rate = |name: &str| value("RESULT", name);
-    println!("\nPublisher throughput, one run on one broker ({EVENTS} events of ~1 KB, 6 partitions):");
+    println!(
+        "\nPublisher throughput on one broker ({EVENTS} events of ~1 KB, 6 partitions; \
+         median of {PUBLISHER_ROUNDS} rounds, the producers taking turns):"
+    );
     // The Rust measurements ran twice: with glibc's malloc (what a service
     // gets by default) and with jemalloc as the global allocator.
     const PRODUCERS: [&str; 6] = [
