@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::ErrorKind;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -232,7 +234,18 @@ impl Connection {
         };
         match timeout(bound, exchange).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Failure::maybe_written(format!("exchange with {address}"), e)),
+            Ok(Err(e)) => {
+                let closed_by_peer = matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                );
+                let mut failure = Failure::maybe_written(format!("exchange with {address}"), e);
+                failure.closed_by_peer = closed_by_peer;
+                return Err(failure);
+            }
             Err(e) => return Err(Failure::maybe_written(format!("no answer from {address}"), e)),
         }
         let answered = self
@@ -317,10 +330,33 @@ impl PartitionProducer {
     async fn attempt(&mut self) -> Result<i64, Failure> {
         // Taken out while in use: if this future is dropped halfway through
         // a request, the half-used connection goes with it.
-        let mut connection = match self.connection.take() {
-            Some(connection) => connection,
-            None => self.connector.leader(&self.topic, self.partition).await?,
-        };
+        if let Some(kept) = self.connection.take() {
+            match self.send_on(kept).await {
+                // The broker closed the kept connection (it restarted, or
+                // closed it as idle): try a new one at once rather than
+                // spend a retry and a back-off on what is no fault of the
+                // batch. It may have been written if the broker died
+                // mid-request, so that stays known.
+                Err(closed) if closed.closed_by_peer => {
+                    return self.on_new_connection().await.map_err(|mut failure| {
+                        failure.maybe_written |= closed.maybe_written;
+                        failure
+                    });
+                }
+                outcome => return outcome,
+            }
+        }
+        self.on_new_connection().await
+    }
+
+    async fn on_new_connection(&mut self) -> Result<i64, Failure> {
+        let connection = self.connector.leader(&self.topic, self.partition).await?;
+        self.send_on(connection).await
+    }
+
+    /// Sends the request on `connection` and keeps the connection when the
+    /// broker answered.
+    async fn send_on(&mut self, mut connection: Connection) -> Result<i64, Failure> {
         let answer = connection
             .round_trip(&mut self.request, self.connector.request_timeout)
             .await?;
@@ -341,6 +377,8 @@ struct Failure {
     /// The request may have been written.
     maybe_written: bool,
     retriable: bool,
+    /// The broker had closed the connection.
+    closed_by_peer: bool,
 }
 
 impl Failure {
@@ -351,6 +389,7 @@ impl Failure {
             source: source.into(),
             maybe_written: false,
             retriable: true,
+            closed_by_peer: false,
         }
     }
 
@@ -377,6 +416,7 @@ impl Failure {
             what: error.to_string(),
             maybe_written: error.maybe_written(),
             retriable: error.retriable(),
+            closed_by_peer: false,
             source: Box::new(error),
         }
     }

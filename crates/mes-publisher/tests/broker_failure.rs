@@ -182,3 +182,39 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A broker that restarted has closed the publisher's connection; the next
+/// batch goes out on a new one at once, without spending a retry: with no
+/// retries at all, publishing after the restart still succeeds.
+#[tokio::test]
+async fn a_connection_the_broker_closed_is_replaced_without_spending_a_retry() {
+    let binary = mes_testkit::tansu_binary();
+    let dir = std::env::temp_dir().join(format!("mes-broker-closed-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut broker = TansuBroker::start(&binary, "sqlite://tansu.db", &dir).unwrap();
+    let brokers = broker.address();
+    let config = PublisherConfig::new([brokers.as_str()]).retry(RetryPolicy::default().retries(0));
+    let publisher = EventPublisher::connect(config).await.unwrap();
+    let event_type = unique_event_type("closed");
+    create_topic(&publisher, &event_type.topic().unwrap(), 1).await;
+
+    let first = publisher
+        .publish(&raw_event(&event_type, "E-1", json!({"seq": 0})))
+        .await
+        .unwrap();
+    broker.restart().unwrap();
+    let second = publisher
+        .publish(&raw_event(&event_type, "E-1", json!({"seq": 1})))
+        .await
+        .unwrap();
+
+    assert_eq!((first.partition, second.partition), (0, 0));
+    assert_eq!(
+        second.offset,
+        first.offset + 1,
+        "the second event follows the first"
+    );
+    publisher.disconnect().await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

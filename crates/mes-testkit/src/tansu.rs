@@ -147,8 +147,13 @@ impl TansuBroker {
         self.child.wait().map(drop)
     }
 
-    /// Starts it again on the same port with the same storage.
+    /// Starts it again on the same port with the same storage, killing it
+    /// first if it still runs (else the old process would hold the port
+    /// and answer the new one's readiness check).
     pub fn restart(&mut self) -> io::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.kill()?;
+        }
         let log_dir = self.log.parent().map(Path::to_path_buf).unwrap_or_default();
         let fresh = Self::launch(
             &self.binary,
