@@ -76,22 +76,23 @@ impl Connector {
             Err(e) => return Err(Failure::unsent(format!("cannot connect to {address}"), e)),
         };
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-                .map_err(|e| Failure::unsent(format!("{host:?} is no server name"), e))?;
-            let stream = match timeout(self.connect_timeout, tls.connect(name, stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(Failure::unsent(format!("TLS with {address} failed"), e)),
-                Err(e) => return Err(Failure::unsent(format!("TLS with {address} failed"), e)),
-            };
-            return self
-                .authenticated(Connection::new(address, Box::new(stream)))
-                .await;
-        }
-        self.authenticated(Connection::new(address, Box::new(stream)))
-            .await
+        let stream: Box<dyn Stream> = match &self.tls {
+            Some(tls) => {
+                let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| Failure::unsent(format!("{host:?} is no server name"), e))?;
+                match timeout(self.connect_timeout, tls.connect(name, stream)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => return Err(Failure::unsent(format!("TLS with {address} failed"), e)),
+                    Err(e) => return Err(Failure::unsent(format!("TLS with {address} failed"), e)),
+                }
+            }
+            None => Box::new(stream),
+        };
+        #[cfg(not(feature = "tls"))]
+        let stream: Box<dyn Stream> = Box::new(stream);
+        self.authenticated(Connection::new(address, stream)).await
     }
 
     /// The connection once it passed SASL, when SASL is configured.

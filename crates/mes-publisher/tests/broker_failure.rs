@@ -53,10 +53,10 @@ impl Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
     let binary = mes_testkit::tansu_binary();
-    let dir = std::env::temp_dir().join(format!("mes-broker-kill-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("broker-kill");
+    let dir = &scratch.0;
     let storage = "sqlite://tansu.db";
-    let mut broker = TansuBroker::start(&binary, storage, &dir).unwrap();
+    let mut broker = TansuBroker::start(&binary, storage, dir).unwrap();
     let brokers = broker.address();
 
     let config = PublisherConfig::new([brokers.as_str()])
@@ -180,7 +180,6 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
         assert_eq!(seqs, expected, "order of {entity}");
     }
     drop(broker);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A broker that restarted has closed the publisher's connection; the next
@@ -189,9 +188,9 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
 #[tokio::test]
 async fn a_connection_the_broker_closed_is_replaced_without_spending_a_retry() {
     let binary = mes_testkit::tansu_binary();
-    let dir = std::env::temp_dir().join(format!("mes-broker-closed-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut broker = TansuBroker::start(&binary, "sqlite://tansu.db", &dir).unwrap();
+    let scratch = Scratch::new("broker-closed");
+    let dir = &scratch.0;
+    let mut broker = TansuBroker::start(&binary, "sqlite://tansu.db", dir).unwrap();
     let brokers = broker.address();
     let config = PublisherConfig::new([brokers.as_str()]).retry(RetryPolicy::default().retries(0));
     let publisher = EventPublisher::connect(config).await.unwrap();
@@ -216,5 +215,4 @@ async fn a_connection_the_broker_closed_is_replaced_without_spending_a_retry() {
     );
     publisher.disconnect().await;
     drop(broker);
-    let _ = std::fs::remove_dir_all(&dir);
 }

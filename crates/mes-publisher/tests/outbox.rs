@@ -289,9 +289,9 @@ async fn three_relays_publish_every_event_once_in_commit_order_per_entity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_in_the_outbox_while_the_broker_is_down() {
-    let dir = std::env::temp_dir().join(format!("mes-outbox-down-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut broker = TansuBroker::start(&mes_testkit::tansu_binary(), "sqlite://tansu.db", &dir).unwrap();
+    let scratch = Scratch::new("outbox-down");
+    let dir = &scratch.0;
+    let mut broker = TansuBroker::start(&mes_testkit::tansu_binary(), "sqlite://tansu.db", dir).unwrap();
     let brokers = broker.address();
     let config = PublisherConfig::new([brokers.as_str()])
         .retry(
@@ -368,7 +368,6 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down() {
         relay.stats().failed
     );
     drop(broker);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

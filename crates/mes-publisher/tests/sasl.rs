@@ -26,7 +26,6 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -40,23 +39,6 @@ const PASSWORD: &str = "secret";
 const PARTITIONS: u16 = 3;
 const ENTITIES: usize = 30;
 const EVENTS: usize = 300;
-
-/// A folder of this test's own, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mes-publisher-sasl-{test}-{}", ulid::Ulid::new()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A tansu requiring SASL, that knows `alice`/`secret` for both SCRAM
 /// mechanisms, with its files in `scratch`. Declare the scratch folder
@@ -86,18 +68,6 @@ fn failing_fast(config: PublisherConfig) -> PublisherConfig {
     config
         .retry(RetryPolicy::default().retries(2))
         .connect_timeout(Duration::from_secs(5))
-}
-
-/// The message of an error and of every error under it.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Publishes [`EVENTS`] events over [`ENTITIES`] entities with `mechanism`

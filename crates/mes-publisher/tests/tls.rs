@@ -36,35 +36,6 @@ fn tls_config(brokers: &str) -> PublisherConfig {
         .connect_timeout(CONNECT_TIMEOUT)
 }
 
-/// A folder of this test's own, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mes-publisher-{test}-{}", ulid::Ulid::new()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The message of an error and of every error under it.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[tokio::test]
 async fn publishes_over_tls_and_reads_back_through_the_same_settings() {
     let config = tls_config(&mes_testkit::kafka_tls_brokers())

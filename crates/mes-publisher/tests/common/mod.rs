@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mes_events_types::{DomainEvent, EventType};
@@ -51,3 +52,32 @@ pub async fn create_topic(publisher: &EventPublisher, topic: &str, partitions: u
 }
 
 pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A folder of this test's own, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mes-publisher-{test}-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The message of an error and of every error under it.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
