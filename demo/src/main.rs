@@ -379,7 +379,8 @@ async fn scenario(
     let columns = Arc::clone(&work_orders);
     let redis_url = backing.redis.real().unwrap_or("redis://in-process.invalid");
     let consumer = EventConsumer::new(
-        ConsumerConfig::new(group, kafka_config, redis_url).start_position(StartPosition::Latest),
+        ConsumerConfig::new(group, kafka_config.kafka().clone(), redis_url)
+            .start_position(StartPosition::Latest),
     )
     // part:{partId} and work_order:*:{partId} go when a part changes...
     .sync(cache.clone(), CacheSync::fleet())

@@ -1,18 +1,22 @@
 //! Configuration of an [`EventPublisher`](crate::EventPublisher).
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use mes_events_types::{ContentMode, EncodeOptions};
+use mes_kafka::{KafkaConfig, RetryPolicy, SaslCredentials, TlsSettings};
+
+pub use mes_kafka::protocol::record_batch::Compression;
 
 use crate::Error;
 
-/// How a publisher connects and batches.
+/// How a publisher connects and batches: the connection settings
+/// ([`KafkaConfig`], shared with the consumer) and the publisher's own.
 ///
 /// Defaults follow the legacy TypeScript publisher (kafkajs): 8 retries with
 /// a first back-off of 100 ms, no compression; plus a 5 ms linger so events
-/// published together travel in one request per partition.
+/// published together travel in one request per partition, and the
+/// idempotent producer (as the Java client since 3.0 and librdkafka).
 ///
 /// ```
 /// use std::time::Duration;
@@ -26,127 +30,123 @@ use crate::Error;
 /// ```
 #[derive(Clone)]
 pub struct PublisherConfig {
-    pub(crate) brokers: Vec<String>,
-    pub(crate) client_id: String,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) request_timeout: Duration,
+    pub(crate) kafka: KafkaConfig,
     pub(crate) linger: Duration,
     pub(crate) max_batch_bytes: usize,
     pub(crate) max_record_bytes: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) compression: Compression,
     pub(crate) encode: EncodeOptions,
-    pub(crate) sasl: Option<SaslCredentials>,
-    pub(crate) tls: Option<TlsSettings>,
     pub(crate) auto_create_topics: Option<TopicSettings>,
-    pub(crate) metadata_max_age: Duration,
+    pub(crate) idempotence: bool,
 }
 
 impl PublisherConfig {
     /// A configuration for these bootstrap brokers (`host:port`), with every
     /// other setting at its default.
     pub fn new<S: Into<String>>(brokers: impl IntoIterator<Item = S>) -> Self {
+        Self::with_kafka(KafkaConfig::new(brokers))
+    }
+
+    /// A configuration with these connection settings, and the publisher's
+    /// own at their defaults.
+    pub fn with_kafka(kafka: KafkaConfig) -> Self {
         Self {
-            brokers: brokers.into_iter().map(Into::into).collect(),
-            client_id: "mes-service".to_owned(),
-            retry: RetryPolicy::default(),
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
+            kafka,
             linger: Duration::from_millis(5),
             max_batch_bytes: 512 * 1024,
             max_record_bytes: 1_000_000,
             queue_capacity: 10_000,
             compression: Compression::None,
             encode: EncodeOptions::default(),
-            sasl: None,
-            tls: None,
             auto_create_topics: None,
-            metadata_max_age: Duration::from_secs(300),
+            idempotence: true,
         }
     }
 
     /// The configuration the legacy services read from the environment:
-    /// `KAFKA_BROKERS` (comma-separated, default `localhost:9092`),
-    /// `KAFKA_CLIENT_ID` (default `mes-service`), and, when
-    /// `KAFKA_SASL_USERNAME` is set, `KAFKA_SASL_PASSWORD` and
-    /// `KAFKA_SASL_MECHANISM` (`plain`, `scram-sha-256` or `scram-sha-512`;
-    /// default `plain`).
-    ///
-    /// TLS (feature `tls`) is on when `KAFKA_TLS` is `true` (or `1`), or
-    /// when it is unset and any `KAFKA_TLS_*` variable below is set:
-    ///
-    /// | variable | meaning |
-    /// |---|---|
-    /// | `KAFKA_TLS` | `true`/`1` or `false`/`0` |
-    /// | `KAFKA_TLS_CA_FILE` | PEM file of the CA certificate(s) to trust instead of the system's roots |
-    /// | `KAFKA_TLS_CERT_FILE`, `KAFKA_TLS_KEY_FILE` | PEM files of the client certificate (chain) and its private key, for brokers that require client certificates (mTLS); both or neither |
-    /// | `KAFKA_TLS_SERVER_NAME` | the name the brokers' certificates are checked against, instead of each broker's host |
-    ///
-    /// `KAFKA_TLS=false` together with another `KAFKA_TLS_*` variable, and
-    /// TLS without the `tls` feature, are [`Error::Config`]. The files are
-    /// read when connecting.
+    /// [`KafkaConfig::from_env`] (`KAFKA_BROKERS`, `KAFKA_CLIENT_ID`,
+    /// `KAFKA_SASL_*`, `KAFKA_TLS*`).
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_vars(|name| std::env::var(name).ok())
+        Ok(Self::with_kafka(KafkaConfig::from_env()?))
     }
 
-    /// [`from_env`](Self::from_env) over any source of variables.
-    fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let brokers = var("KAFKA_BROKERS").unwrap_or_else(|| "localhost:9092".to_owned());
-        let mut config = Self::new(brokers.split(',').map(str::trim).filter(|b| !b.is_empty()));
-        if config.brokers.is_empty() {
-            return Err(Error::Config {
-                reason: "KAFKA_BROKERS names no broker".to_owned(),
-            });
-        }
-        if let Some(client_id) = var("KAFKA_CLIENT_ID") {
-            config.client_id = client_id;
-        }
-        if let Some(username) = var("KAFKA_SASL_USERNAME") {
-            let mechanism = match var("KAFKA_SASL_MECHANISM")
-                .as_deref()
-                .map(str::to_ascii_lowercase)
-            {
-                None => SaslMechanism::Plain,
-                Some(m) => m.parse()?,
-            };
-            let password = var("KAFKA_SASL_PASSWORD").ok_or_else(|| Error::Config {
-                reason: "KAFKA_SASL_USERNAME is set but KAFKA_SASL_PASSWORD is not".to_owned(),
-            })?;
-            config.sasl = Some(SaslCredentials::new(mechanism, username, password));
-        }
-        config.tls = TlsSettings::from_vars(var)?;
-        Ok(config)
+    /// The connection settings.
+    pub fn kafka(&self) -> &KafkaConfig {
+        &self.kafka
+    }
+
+    /// Changes the connection settings.
+    #[must_use]
+    pub fn map_kafka(mut self, change: impl FnOnce(KafkaConfig) -> KafkaConfig) -> Self {
+        self.kafka = change(self.kafka);
+        self
     }
 
     /// The client id the broker sees (legacy `clientId`).
     #[must_use]
-    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = client_id.into();
-        self
+    pub fn client_id(self, client_id: impl Into<String>) -> Self {
+        self.map_kafka(|k| k.client_id(client_id))
     }
 
     /// How failed requests are retried.
     #[must_use]
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
+    pub fn retry(self, retry: RetryPolicy) -> Self {
+        self.map_kafka(|k| k.retry(retry))
     }
 
     /// How long [`EventPublisher::connect`](crate::EventPublisher::connect)
-    /// may take before it fails (default 10 s).
+    /// may take to reach a broker (default 10 s).
     #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        self.map_kafka(|k| k.connect_timeout(timeout))
     }
 
     /// How long one produce request may take, retries excluded (default 30 s,
     /// the broker's own acks=all timeout).
     #[must_use]
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+    pub fn request_timeout(self, timeout: Duration) -> Self {
+        self.map_kafka(|k| k.request_timeout(timeout))
+    }
+
+    /// Authenticates with SASL.
+    #[must_use]
+    pub fn sasl(self, credentials: SaslCredentials) -> Self {
+        self.map_kafka(|k| k.sasl(credentials))
+    }
+
+    /// Connects to the brokers over TLS (feature `tls`; without it,
+    /// connecting fails with [`Error::Config`]).
+    ///
+    /// ```
+    /// use mes_publisher::{PublisherConfig, TlsSettings};
+    ///
+    /// let config = PublisherConfig::new(["kafka-1.mes.internal:9093"]).tls(
+    ///     TlsSettings::new()
+    ///         .ca_file("/etc/mes/kafka-ca.pem")
+    ///         .client_cert_files("/etc/mes/client.pem", "/etc/mes/client-key.pem"),
+    /// );
+    /// assert!(!format!("{config:?}").contains("BEGIN"));
+    /// ```
+    #[must_use]
+    pub fn tls(self, settings: TlsSettings) -> Self {
+        self.map_kafka(|k| k.tls(settings))
+    }
+
+    /// How long a topic's partition count is trusted before it is read
+    /// again (default 5 min, Kafka's `metadata.max.age.ms`).
+    #[must_use]
+    pub fn metadata_max_age(self, age: Duration) -> Self {
+        self.map_kafka(|k| k.metadata_max_age(age))
+    }
+
+    /// The idempotent producer (default on): each batch carries the
+    /// producer id and a sequence number, so a batch retried after a lost
+    /// answer is not written twice. Turn it off only for brokers without
+    /// `InitProducerId` (Kafka before 0.11).
+    #[must_use]
+    pub fn idempotence(mut self, on: bool) -> Self {
+        self.idempotence = on;
         self
     }
 
@@ -202,32 +202,6 @@ impl PublisherConfig {
         self
     }
 
-    /// Authenticates with SASL.
-    #[must_use]
-    pub fn sasl(mut self, credentials: SaslCredentials) -> Self {
-        self.sasl = Some(credentials);
-        self
-    }
-
-    /// Connects to the brokers over TLS (feature `tls`; without it,
-    /// connecting fails with [`Error::Config`]).
-    ///
-    /// ```
-    /// use mes_publisher::{PublisherConfig, TlsSettings};
-    ///
-    /// let config = PublisherConfig::new(["kafka-1.mes.internal:9093"]).tls(
-    ///     TlsSettings::new()
-    ///         .ca_file("/etc/mes/kafka-ca.pem")
-    ///         .client_cert_files("/etc/mes/client.pem", "/etc/mes/client-key.pem"),
-    /// );
-    /// assert!(!format!("{config:?}").contains("BEGIN"));
-    /// ```
-    #[must_use]
-    pub fn tls(mut self, settings: TlsSettings) -> Self {
-        self.tls = Some(settings);
-        self
-    }
-
     /// Creates a missing topic on first publish with these settings. Off by
     /// default: publishing to a missing topic is [`Error::TopicNotFound`].
     #[must_use]
@@ -236,359 +210,24 @@ impl PublisherConfig {
         self
     }
 
-    /// How long a topic's partition count is trusted before it is read
-    /// again (default 5 min, Kafka's `metadata.max.age.ms`).
-    #[must_use]
-    pub fn metadata_max_age(mut self, age: Duration) -> Self {
-        self.metadata_max_age = age;
-        self
-    }
-
     /// The bootstrap brokers.
     pub fn brokers(&self) -> &[String] {
-        &self.brokers
+        self.kafka.brokers()
     }
 }
 
 impl fmt::Debug for PublisherConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublisherConfig")
-            .field("brokers", &self.brokers)
-            .field("client_id", &self.client_id)
-            .field("retry", &self.retry)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
+            .field("kafka", &self.kafka)
             .field("linger", &self.linger)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_record_bytes", &self.max_record_bytes)
             .field("compression", &self.compression)
             .field("encode", &self.encode)
-            .field("sasl", &self.sasl)
-            .field("tls", &self.tls)
             .field("auto_create_topics", &self.auto_create_topics)
+            .field("idempotence", &self.idempotence)
             .finish_non_exhaustive()
-    }
-}
-
-/// How failed produce requests are retried.
-///
-/// Retrying is bounded by a span of time (the retry budget), not a number
-/// of attempts, both for batches and for rskafka's admin requests; the
-/// policy turns `retries` into that span: the sum of the back-offs of that many
-/// retries (100 ms, 200 ms, 400 ms, ... capped at `max_backoff`), capped by
-/// `max_total`. With the defaults that is 8 retries within 25.5 s.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    pub(crate) retries: u32,
-    pub(crate) initial_backoff: Duration,
-    pub(crate) max_backoff: Duration,
-    pub(crate) max_total: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            retries: 8,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(30),
-            max_total: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Number of retries after the first attempt (default 8).
-    #[must_use]
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
-        self
-    }
-
-    /// First back-off (default 100 ms); each next one doubles.
-    #[must_use]
-    pub fn initial_backoff(mut self, backoff: Duration) -> Self {
-        self.initial_backoff = backoff;
-        self
-    }
-
-    /// Longest single back-off (default 30 s).
-    #[must_use]
-    pub fn max_backoff(mut self, backoff: Duration) -> Self {
-        self.max_backoff = backoff;
-        self
-    }
-
-    /// Upper bound of all retrying of one request (default 60 s).
-    #[must_use]
-    pub fn max_total(mut self, total: Duration) -> Self {
-        self.max_total = total;
-        self
-    }
-
-    /// The span within which a request is retried.
-    pub fn retry_budget(&self) -> Duration {
-        let mut total = Duration::ZERO;
-        let mut backoff = self.initial_backoff;
-        for _ in 0..self.retries {
-            total = total.saturating_add(backoff.min(self.max_backoff));
-            backoff = backoff.saturating_mul(2);
-            if total >= self.max_total {
-                break;
-            }
-        }
-        total.min(self.max_total)
-    }
-}
-
-/// Compression of record batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Compression {
-    /// None (the default).
-    #[default]
-    None,
-    /// gzip (feature `compression-gzip`).
-    #[cfg(feature = "compression-gzip")]
-    Gzip,
-    /// LZ4 (feature `compression-lz4`).
-    #[cfg(feature = "compression-lz4")]
-    Lz4,
-    /// Snappy (feature `compression-snappy`).
-    #[cfg(feature = "compression-snappy")]
-    Snappy,
-    /// Zstandard (feature `compression-zstd`).
-    #[cfg(feature = "compression-zstd")]
-    Zstd,
-}
-
-/// SASL mechanism.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SaslMechanism {
-    /// PLAIN (only over TLS in production).
-    Plain,
-    /// SCRAM-SHA-256.
-    ScramSha256,
-    /// SCRAM-SHA-512.
-    ScramSha512,
-}
-
-impl std::str::FromStr for SaslMechanism {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s.to_ascii_lowercase().as_str() {
-            "plain" => Ok(Self::Plain),
-            "scram-sha-256" => Ok(Self::ScramSha256),
-            "scram-sha-512" => Ok(Self::ScramSha512),
-            other => Err(Error::Config {
-                reason: format!("unknown SASL mechanism {other:?} (plain, scram-sha-256, scram-sha-512)"),
-            }),
-        }
-    }
-}
-
-/// SASL user and password. `Debug` never shows the password.
-#[derive(Clone)]
-pub struct SaslCredentials {
-    pub(crate) mechanism: SaslMechanism,
-    pub(crate) username: String,
-    pub(crate) password: String,
-}
-
-impl SaslCredentials {
-    /// Credentials for `mechanism`.
-    pub fn new(mechanism: SaslMechanism, username: impl Into<String>, password: impl Into<String>) -> Self {
-        Self {
-            mechanism,
-            username: username.into(),
-            password: password.into(),
-        }
-    }
-}
-
-impl fmt::Debug for SaslCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SaslCredentials")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-/// How to connect over TLS: which certificate authorities to trust, the
-/// client certificate for brokers that require one (mTLS), and the name the
-/// brokers' certificates must carry.
-///
-/// By default the system's root certificates are trusted (the platform
-/// store; on Linux also `SSL_CERT_FILE` / `SSL_CERT_DIR`) and each broker's
-/// certificate must name the host it is reached at (the bootstrap host, then
-/// the host the cluster metadata advertises). A CA given with
-/// [`ca_file`](Self::ca_file) or [`ca_pem`](Self::ca_pem) is trusted
-/// *instead of* the system's roots, like a Kafka truststore.
-///
-/// Files are read when the publisher connects; an unreadable file, a PEM
-/// without certificate, or a key that does not match its certificate is
-/// [`Error::TlsSetup`] before any connection is made, and a broker
-/// certificate that fails verification ends the connect at once with
-/// [`Error::TlsHandshake`]. `Debug` never shows private key material.
-#[derive(Clone, Default)]
-pub struct TlsSettings {
-    pub(crate) ca: Option<Pem>,
-    pub(crate) client: Option<(Pem, KeyPem)>,
-    pub(crate) server_name: Option<String>,
-}
-
-/// PEM text, given inline or as a file read at connect time.
-#[derive(Clone)]
-pub(crate) enum Pem {
-    File(PathBuf),
-    Inline(Vec<u8>),
-}
-
-/// A private key's PEM: like [`Pem`], but `Debug` never shows inline bytes.
-#[derive(Clone)]
-pub(crate) struct KeyPem(pub(crate) Pem);
-
-impl fmt::Debug for Pem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::File(path) => f.debug_tuple("File").field(path).finish(),
-            Self::Inline(bytes) => write!(f, "Inline({} bytes)", bytes.len()),
-        }
-    }
-}
-
-impl fmt::Debug for KeyPem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Pem::File(path) => f.debug_tuple("File").field(path).finish(),
-            Pem::Inline(_) => f.write_str("Inline(<redacted>)"),
-        }
-    }
-}
-
-impl fmt::Debug for TlsSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut debug = f.debug_struct("TlsSettings");
-        match &self.ca {
-            Some(ca) => debug.field("ca", ca),
-            None => debug.field("ca", &"system roots"),
-        };
-        debug
-            .field("client_cert", &self.client.as_ref().map(|(cert, _)| cert))
-            .field("client_key", &self.client.as_ref().map(|(_, key)| key))
-            .field("server_name", &self.server_name)
-            .finish()
-    }
-}
-
-impl TlsSettings {
-    /// TLS trusting the system's root certificates, without a client
-    /// certificate.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Trusts the CA certificate(s) of this PEM file (one or more
-    /// `CERTIFICATE` blocks) instead of the system's roots.
-    #[must_use]
-    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca = Some(Pem::File(path.into()));
-        self
-    }
-
-    /// Trusts the CA certificate(s) of this PEM text instead of the
-    /// system's roots.
-    #[must_use]
-    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.ca = Some(Pem::Inline(pem.into()));
-        self
-    }
-
-    /// Presents this client certificate (PEM file: the certificate, then
-    /// any intermediates) with its private key (PEM file: PKCS#8, PKCS#1 or
-    /// SEC1) to brokers that ask for one (mTLS).
-    #[must_use]
-    pub fn client_cert_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.client = Some((Pem::File(cert.into()), KeyPem(Pem::File(key.into()))));
-        self
-    }
-
-    /// [`client_cert_files`](Self::client_cert_files) with the PEM text
-    /// itself, e.g. from a secret store. `Debug` never shows the key.
-    #[must_use]
-    pub fn client_cert_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
-        self.client = Some((Pem::Inline(cert.into()), KeyPem(Pem::Inline(key.into()))));
-        self
-    }
-
-    /// Checks every broker's certificate against this DNS name (or IP
-    /// address) instead of the host the broker is reached at: for brokers
-    /// reached through addresses their certificates do not name, such as a
-    /// load balancer or an IP address. The certificate is still verified
-    /// against the trusted CAs.
-    #[must_use]
-    pub fn server_name(mut self, name: impl Into<String>) -> Self {
-        self.server_name = Some(name.into());
-        self
-    }
-
-    /// The `KAFKA_TLS*` variables (see [`PublisherConfig::from_env`]).
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, Error> {
-        const FILES: [&str; 4] = [
-            "KAFKA_TLS_CA_FILE",
-            "KAFKA_TLS_CERT_FILE",
-            "KAFKA_TLS_KEY_FILE",
-            "KAFKA_TLS_SERVER_NAME",
-        ];
-        let given: Vec<&str> = FILES.into_iter().filter(|name| var(name).is_some()).collect();
-        let on = match var("KAFKA_TLS")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None => !given.is_empty(),
-            Some("true" | "1") => true,
-            Some("false" | "0") if given.is_empty() => false,
-            Some("false" | "0") => {
-                return Err(Error::Config {
-                    reason: format!("KAFKA_TLS is false but {} is set", given.join(" and ")),
-                });
-            }
-            Some(other) => {
-                return Err(Error::Config {
-                    reason: format!("KAFKA_TLS is {other:?}; expected true, false, 1 or 0"),
-                });
-            }
-        };
-        if !on {
-            return Ok(None);
-        }
-        if !cfg!(feature = "tls") {
-            return Err(Error::Config {
-                reason: "KAFKA_TLS asks for TLS, which needs mes-publisher's `tls` feature".to_owned(),
-            });
-        }
-        let mut settings = Self::new();
-        if let Some(ca) = var("KAFKA_TLS_CA_FILE") {
-            settings = settings.ca_file(ca);
-        }
-        match (var("KAFKA_TLS_CERT_FILE"), var("KAFKA_TLS_KEY_FILE")) {
-            (Some(cert), Some(key)) => settings = settings.client_cert_files(cert, key),
-            (None, None) => {}
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(Error::Config {
-                    reason: "KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE go together: set both or neither"
-                        .to_owned(),
-                });
-            }
-        }
-        if let Some(name) = var("KAFKA_TLS_SERVER_NAME") {
-            settings = settings.server_name(name);
-        }
-        Ok(Some(settings))
     }
 }
 
@@ -614,17 +253,7 @@ impl Default for TopicSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn default_retry_budget_is_eight_doubling_backoffs_from_100ms() {
-        assert_eq!(
-            RetryPolicy::default().retry_budget(),
-            Duration::from_millis(25_500)
-        );
-        assert_eq!(RetryPolicy::default().retries(0).retry_budget(), Duration::ZERO);
-        let capped = RetryPolicy::default().max_total(Duration::from_secs(1));
-        assert_eq!(capped.retry_budget(), Duration::from_secs(1));
-    }
+    use mes_kafka::SaslMechanism;
 
     #[test]
     fn debug_never_shows_the_password() {
@@ -638,71 +267,12 @@ mod tests {
     }
 
     #[test]
-    fn debug_never_shows_a_private_key() {
-        let key = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0IGtleSBtYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
-        let config = PublisherConfig::new(["b:9093"]).tls(
-            TlsSettings::new()
-                .ca_pem("-----BEGIN CERTIFICATE-----\n...")
-                .client_cert_pem("-----BEGIN CERTIFICATE-----\n...", key),
-        );
-        let shown = format!("{config:?}");
-        assert!(
-            !shown.contains("c2VjcmV0") && !shown.contains("PRIVATE"),
-            "{shown}"
-        );
-        assert!(shown.contains("client_key: Some(Inline(<redacted>))"), "{shown}");
-        // A key file's path is no secret, and helps when it cannot be read.
-        let files = TlsSettings::new().client_cert_files("/run/client.pem", "/run/client-key.pem");
-        assert!(format!("{files:?}").contains("/run/client-key.pem"));
-    }
-
-    fn from_vars(vars: &[(&str, &str)]) -> Result<PublisherConfig, Error> {
-        PublisherConfig::from_vars(|name| {
-            vars.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
-    }
-
-    #[test]
-    fn tls_from_the_environment() {
-        assert!(from_vars(&[]).unwrap().tls.is_none());
-        assert!(from_vars(&[("KAFKA_TLS", "false")]).unwrap().tls.is_none());
-        let contradiction = from_vars(&[("KAFKA_TLS", "false"), ("KAFKA_TLS_CA_FILE", "/ca.pem")]);
-        assert!(
-            matches!(&contradiction, Err(Error::Config { reason }) if reason.contains("KAFKA_TLS_CA_FILE")),
-            "{contradiction:?}"
-        );
-        assert!(matches!(
-            from_vars(&[("KAFKA_TLS", "yes please")]),
-            Err(Error::Config { .. })
-        ));
-        let half = from_vars(&[("KAFKA_TLS_CERT_FILE", "/c.pem")]);
-        assert!(matches!(half, Err(Error::Config { .. })), "{half:?}");
-
-        let on = from_vars(&[("KAFKA_TLS", "TRUE")]);
-        let full = from_vars(&[
-            ("KAFKA_TLS_CA_FILE", "/ca.pem"),
-            ("KAFKA_TLS_CERT_FILE", "/c.pem"),
-            ("KAFKA_TLS_KEY_FILE", "/k.pem"),
-            ("KAFKA_TLS_SERVER_NAME", "kafka.mes.internal"),
-        ]);
-        if cfg!(feature = "tls") {
-            let on = on.unwrap().tls.unwrap();
-            assert!(on.ca.is_none() && on.client.is_none() && on.server_name.is_none());
-            let full = full.unwrap().tls.unwrap();
-            assert!(matches!(&full.ca, Some(Pem::File(p)) if p.to_str() == Some("/ca.pem")));
-            assert!(
-                matches!(&full.client, Some((Pem::File(_), KeyPem(Pem::File(k)))) if k.to_str() == Some("/k.pem"))
-            );
-            assert_eq!(full.server_name.as_deref(), Some("kafka.mes.internal"));
-        } else {
-            for without_feature in [on, full] {
-                assert!(
-                    matches!(&without_feature, Err(Error::Config { reason }) if reason.contains("`tls` feature")),
-                    "{without_feature:?}"
-                );
-            }
-        }
+    fn connection_settings_are_the_kafka_configs() {
+        let config = PublisherConfig::new(["b:9092"])
+            .client_id("svc")
+            .request_timeout(Duration::from_secs(3));
+        assert_eq!(config.kafka().get_client_id(), "svc");
+        assert_eq!(config.kafka().get_request_timeout(), Duration::from_secs(3));
+        assert!(config.idempotence);
     }
 }

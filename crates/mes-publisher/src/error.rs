@@ -4,17 +4,7 @@
 /// not a breaking change.
 pub type ClientError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Whether an event that failed to publish may nevertheless be on the topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// The event was certainly not written: publishing it again cannot
-    /// duplicate it.
-    NotWritten,
-    /// The broker may have written the event (a request was sent and no
-    /// answer came back): publishing it again may duplicate it, which the
-    /// consumer's de-duplication by event id absorbs.
-    MaybeWritten,
-}
+pub use mes_kafka::Delivery;
 
 /// Everything that can go wrong connecting to Kafka or publishing.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +135,32 @@ impl Error {
         match self {
             Self::Produce { delivery, .. } => *delivery,
             _ => Delivery::NotWritten,
+        }
+    }
+}
+
+impl From<mes_kafka::Error> for Error {
+    /// Connection-level failures of the Kafka layer, in this crate's terms.
+    fn from(error: mes_kafka::Error) -> Self {
+        use mes_kafka::Error as K;
+        match error {
+            K::Config { reason } => Self::Config { reason },
+            K::TlsSetup { what, source } => Self::TlsSetup { what, source },
+            K::TlsHandshake { server, source } => Self::TlsHandshake { server, source },
+            K::UnknownTopic { topic } => Self::TopicNotFound { topic },
+            K::NoBroker { brokers, last } => match *last {
+                // The reason every broker gave: keep its variant.
+                K::TlsHandshake { server, source } => Self::TlsHandshake { server, source },
+                K::TlsSetup { what, source } => Self::TlsSetup { what, source },
+                last => Self::Connect {
+                    brokers,
+                    source: Box::new(last),
+                },
+            },
+            other => Self::Connect {
+                brokers: Vec::new(),
+                source: Box::new(other),
+            },
         }
     }
 }

@@ -13,19 +13,17 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use mes_events_types::{DomainEvent, EncodeOptions, KafkaRecord, encode_parts};
-use rskafka::BackoffConfig;
-use rskafka::client::error::Error as KafkaError;
-use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use mes_kafka::protocol::create_topics::NewTopic;
+use mes_kafka::protocol::record_batch::WireRecord;
+use mes_kafka::{KafkaClient, PartitionProducer, ProducerIdentity};
 use serde::Serialize;
 use tokio::sync::{Mutex, OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, warn};
 
 use crate::TopicSpec;
-use crate::config::{PublisherConfig, SaslMechanism, TopicSettings};
+use crate::config::{PublisherConfig, TopicSettings};
 use crate::error::{ClientError, Delivery, Error};
-use crate::produce::{Connector, PartitionProducer};
-use crate::wire::WireRecord;
 
 /// An encoded event on its way to one partition.
 pub(crate) struct Pending {
@@ -166,9 +164,9 @@ pub(crate) struct TopicHandle {
 }
 
 pub(crate) struct KafkaBackend {
-    client: Client,
-    /// How the partition workers reach the brokers.
-    connector: Arc<Connector>,
+    client: KafkaClient,
+    /// The producer id and epoch of the idempotent producer, if on.
+    identity: Option<Arc<ProducerIdentity>>,
     config: PublisherConfig,
     /// `None` once disconnected. Read on every publish, written rarely.
     topics: RwLock<Option<HashMap<String, Arc<TopicHandle>>>>,
@@ -184,11 +182,13 @@ fn opaque(error: impl std::error::Error + Send + Sync + 'static) -> ClientError 
 
 impl KafkaBackend {
     pub(crate) async fn connect(config: PublisherConfig) -> Result<Self, Error> {
-        let client = build_client(&config).await?;
-        let connector = Connector::for_config(&config)?;
+        let client = KafkaClient::connect(config.kafka.clone())
+            .await
+            .map_err(|e| connect_error(&config, e))?;
+        let identity = config.idempotence.then(|| ProducerIdentity::new(client.clone()));
         Ok(Self {
             client,
-            connector,
+            identity,
             config,
             topics: RwLock::new(Some(HashMap::new())),
             refresh: Mutex::new(()),
@@ -197,88 +197,25 @@ impl KafkaBackend {
     }
 }
 
-/// An rskafka client for `config`: its brokers, client id, SASL, TLS, a
-/// retry budget as the back-off deadline (rskafka retries forever without
-/// one), and the connect timeout. A rejected broker certificate ends the
-/// connect at once ([`Error::TlsHandshake`]) rather than at the timeout.
-pub(crate) async fn build_client(config: &PublisherConfig) -> Result<Client, Error> {
-    let budget = config.retry.retry_budget();
-    let backoff = BackoffConfig {
-        init_backoff: config.retry.initial_backoff,
-        max_backoff: config.retry.max_backoff,
-        base: 2.0,
-        // rskafka retries forever without a deadline.
-        deadline: Some(budget.max(Duration::from_millis(1))),
-    };
-    let mut builder = ClientBuilder::new(config.brokers.clone())
-        .client_id(config.client_id.as_str())
-        .backoff_config(backoff);
-    if let Some(sasl) = &config.sasl {
-        let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
-        builder = builder.sasl_config(match sasl.mechanism {
-            SaslMechanism::Plain => SaslConfig::Plain(credentials),
-            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
-            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
-        });
+/// A failed connect in this crate's terms, naming the brokers tried.
+fn connect_error(config: &PublisherConfig, error: mes_kafka::Error) -> Error {
+    match Error::from(error) {
+        Error::Connect { brokers, source } if brokers.is_empty() => Error::Connect {
+            brokers: config.brokers().to_vec(),
+            source,
+        },
+        other => other,
     }
-    #[cfg(feature = "tls")]
-    let rejections = match &config.tls {
-        Some(settings) => {
-            let (tls, rejections) = crate::tls::client_config(settings)?;
-            builder = builder.tls_config(tls);
-            Some(rejections)
-        }
-        None => None,
-    };
-    #[cfg(not(feature = "tls"))]
-    if config.tls.is_some() {
-        return Err(Error::Config {
-            reason: "TLS is configured, which needs mes-publisher's `tls` feature".to_owned(),
-        });
-    }
-    let connect_error = |source: ClientError| Error::Connect {
-        brokers: config.brokers.clone(),
-        source,
-    };
-    let connect = async {
-        match tokio::time::timeout(config.connect_timeout, builder.build()).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(e)) => Err(connect_error(opaque(e))),
-            Err(elapsed) => Err(connect_error(opaque(elapsed))),
-        }
-    };
-    #[cfg(feature = "tls")]
-    if let Some(rejections) = rejections {
-        return tokio::select! {
-            connected = connect => connected.map_err(|e| rejections.explain(e)),
-            rejected = rejections.first() => Err(rejected),
-        };
-    }
-    connect.await
 }
 
 impl KafkaBackend {
     /// Partition counts of every topic, read from the broker now.
     async fn partition_counts(&self) -> Result<HashMap<String, usize>, Error> {
-        let topics = self.admin("list topics", self.client.list_topics()).await?;
-        Ok(topics.into_iter().map(|t| (t.name, t.partitions.len())).collect())
-    }
-
-    async fn admin<T>(
-        &self,
-        what: &str,
-        request: impl Future<Output = Result<T, KafkaError>>,
-    ) -> Result<T, Error> {
-        let bound = self.config.request_timeout + self.config.retry.retry_budget();
-        let admin_error = |source| Error::Admin {
-            what: what.to_owned(),
-            source,
-        };
-        match tokio::time::timeout(bound, request).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(admin_error(opaque(e))),
-            Err(elapsed) => Err(admin_error(opaque(elapsed))),
-        }
+        let topics = self.client.list_topics().await.map_err(|e| Error::Admin {
+            what: "list topics".to_owned(),
+            source: opaque(e),
+        })?;
+        Ok(topics.into_iter().collect())
     }
 
     pub(crate) async fn health_check(&self) -> Result<(), Error> {
@@ -292,29 +229,39 @@ impl KafkaBackend {
             if existing.contains_key(&spec.name) {
                 continue;
             }
-            self.create_topic(&spec.name, spec.settings).await?;
-            created.push(spec.name.clone());
+            if self.create_topic(&spec.name, spec.settings).await? {
+                created.push(spec.name.clone());
+            }
         }
         Ok(created)
     }
 
-    async fn create_topic(&self, name: &str, settings: TopicSettings) -> Result<(), Error> {
-        let controller = self.client.controller_client().map_err(|e| Error::Admin {
+    /// Creates a topic; `false` when another publisher created it meanwhile,
+    /// which is what was wanted.
+    async fn create_topic(&self, name: &str, settings: TopicSettings) -> Result<bool, Error> {
+        let topic = NewTopic {
+            name: name.to_owned(),
+            num_partitions: i32::from(settings.partitions),
+            replication_factor: i16::try_from(settings.replication).unwrap_or(i16::MAX),
+            configs: Vec::new(),
+        };
+        self.client.create_topic(topic).await.map_err(|e| Error::Admin {
             what: format!("create topic {name}"),
             source: opaque(e),
-        })?;
-        let timeout_ms = i32::try_from(self.config.request_timeout.as_millis()).unwrap_or(i32::MAX);
-        let request = controller.create_topic(
-            name,
-            i32::from(settings.partitions),
-            i16::try_from(settings.replication).unwrap_or(i16::MAX),
-            timeout_ms,
-        );
-        match self.admin(&format!("create topic {name}"), request).await {
-            Ok(()) => Ok(()),
-            // Another publisher created it meanwhile: that is what we wanted.
-            Err(Error::Admin { source, .. }) if source.to_string().contains("TopicAlreadyExists") => Ok(()),
-            Err(e) => Err(e),
+        })
+    }
+
+    /// A topic's partition count read from the cluster now; `None` when it
+    /// does not exist.
+    async fn partition_count(&self, name: &str) -> Result<Option<usize>, Error> {
+        self.client.invalidate_topic(name);
+        match self.client.topic(name).await {
+            Ok(topic) => Ok(Some(topic.partitions.len())),
+            Err(mes_kafka::Error::UnknownTopic { .. }) => Ok(None),
+            Err(e) => Err(Error::Admin {
+                what: format!("metadata of topic {name}"),
+                source: opaque(e),
+            }),
         }
     }
 
@@ -324,7 +271,7 @@ impl KafkaBackend {
         let topics = topics.as_ref().ok_or(Error::Disconnected)?;
         Ok(topics
             .get(name)
-            .filter(|h| h.fetched_at.elapsed() < self.config.metadata_max_age)
+            .filter(|h| h.fetched_at.elapsed() < self.config.kafka.get_metadata_max_age())
             .cloned())
     }
 
@@ -337,12 +284,12 @@ impl KafkaBackend {
         if let Some(handle) = self.cached_topic(name)? {
             return Ok(handle);
         }
-        let mut count = self.partition_counts().await?.get(name).copied();
+        let mut count = self.partition_count(name).await?;
         if count.is_none()
             && let Some(settings) = self.config.auto_create_topics
         {
             self.create_topic(name, settings).await?;
-            count = self.partition_counts().await?.get(name).copied();
+            count = self.partition_count(name).await?;
         }
         let count = count
             .and_then(|c| NonZeroU32::new(u32::try_from(c).unwrap_or(u32::MAX)))
@@ -382,7 +329,13 @@ impl KafkaBackend {
         let queue = slot
             .queue
             .get_or_try_init(|| async {
-                let producer = PartitionProducer::new(Arc::clone(&self.connector), topic, slot.partition);
+                let producer = PartitionProducer::new(
+                    self.client.clone(),
+                    self.identity.clone(),
+                    topic,
+                    slot.partition,
+                    self.config.compression,
+                );
                 let (queue, receiver) = mpsc::channel(self.config.queue_capacity);
                 let worker = PartitionWorker {
                     producer,
@@ -390,7 +343,8 @@ impl KafkaBackend {
                     partition: slot.partition,
                     linger: self.config.linger,
                     max_batch_bytes: self.config.max_batch_bytes,
-                    bound: self.config.request_timeout + self.config.retry.retry_budget(),
+                    bound: self.config.kafka.get_request_timeout()
+                        + self.config.kafka.get_retry().retry_budget(),
                 };
                 let span = tracing::info_span!("partition_producer", topic, partition = slot.partition);
                 let task = tokio::spawn(worker.run(receiver).instrument(span));
@@ -527,30 +481,29 @@ impl PartitionWorker {
                 .map(|p| (Timed(p.payload, p.timestamp_ms), p.reply))
                 .unzip();
             let outcome = tokio::time::timeout(self.bound, self.producer.produce(&batch)).await;
-            match outcome {
-                Ok(Ok(offsets)) if offsets.len() == count => {
+            let (delivery, cause): (Delivery, Arc<dyn std::error::Error + Send + Sync>) = match outcome {
+                Ok(Ok(base_offset)) => {
+                    // -1: the broker had the batch already and did not say where.
+                    let offsets = (0..).map(|i| if base_offset < 0 { -1 } else { base_offset + i });
                     for (reply, offset) in replies.into_iter().zip(offsets) {
                         // The publisher may have stopped waiting; the event is written anyway.
                         let _ = reply.send(Ok(offset));
                     }
+                    continue;
                 }
-                failure => {
-                    let (delivery, source): (Delivery, ClientError) = match failure {
-                        Ok(Ok(offsets)) => (
-                            Delivery::MaybeWritten,
-                            format!("broker acknowledged {} of {count} records", offsets.len()).into(),
-                        ),
-                        Ok(Err(failed)) => failed,
-                        Err(elapsed) => (Delivery::MaybeWritten, opaque(elapsed)),
-                    };
-                    warn!(error = %source, records = count, ?delivery, "batch failed");
-                    let message = source.to_string();
+                Ok(Err(failed)) => (failed.delivery, Arc::new(failed.error)),
+                Err(elapsed) => (Delivery::MaybeWritten, Arc::new(elapsed)),
+            };
+            {
+                {
+                    warn!(error = %cause, records = count, ?delivery, "batch failed");
+                    // One cause, shared by every event of the batch.
                     for reply in replies {
                         let _ = reply.send(Err(Error::Produce {
                             topic: self.topic.clone(),
                             partition: self.partition,
                             delivery,
-                            source: message.clone().into(),
+                            source: Box::new(Arc::clone(&cause)),
                         }));
                     }
                     // Nothing queued behind the failed batch may overtake it.
@@ -608,7 +561,7 @@ mod tests {
     #[tokio::test]
     async fn tls_without_the_feature_is_a_config_error_before_connecting() {
         let config = PublisherConfig::new(["127.0.0.1:9"]).tls(TlsSettings::new());
-        match build_client(&config).await {
+        match KafkaBackend::connect(config).await {
             Err(Error::Config { reason }) => assert!(reason.contains("`tls` feature"), "{reason}"),
             other => panic!("expected a Config error, got {:?}", other.map(drop)),
         }

@@ -6,8 +6,8 @@
 //! headers the TypeScript tooling reads), and sends each to the topic of
 //! its type (`mes.{domain}.events`), keyed by its entity id, on the
 //! partition the kafkajs/Java murmur2 partitioner picks. It is pure Rust
-//! (no librdkafka): it sends its batches itself, and uses rskafka for topic
-//! metadata and creation; rskafka's types stay out of this API.
+//! (no librdkafka), on `mes-kafka`: the workspace's one Kafka client layer,
+//! which the consumer (`mes-sync`) shares.
 //!
 //! # Example
 //!
@@ -47,10 +47,15 @@
 //!
 //! `publish` returns once the broker acknowledged the event (acks = all) with
 //! where it landed, or an [`Error`] whose [`Error::delivery`] says whether
-//! the event may be on the topic anyway. There is no idempotent producer:
-//! a retried request can write an event twice. Events carry stable ids
-//! (ULIDs) and the consumer de-duplicates by id, so delivery is
-//! at-least-once end to end.
+//! the event may be on the topic anyway.
+//!
+//! The producer is idempotent by default ([`PublisherConfig::idempotence`]):
+//! every batch carries the producer id, its epoch and a sequence number per
+//! partition, so a batch retried after its answer was lost (a broker
+//! restart, a cut connection) is not written twice. Only a broker that
+//! lost the producer's state can still see a batch twice. Events also carry
+//! stable ids (ULIDs) and the consumer de-duplicates by id, so delivery is
+//! effectively once end to end.
 //!
 //! Events of one entity are never reordered: they share a partition, and
 //! each partition sends one batch at a time, retrying it before the next;
@@ -62,11 +67,11 @@
 //! Events are sent in batches per partition (up to
 //! [`PublisherConfig::max_batch_bytes`], after waiting
 //! [`PublisherConfig::linger`] for more), all partitions at once, each
-//! partition over a connection of its own to its leader. A batch is
-//! written straight from the encoded events into one buffer per partition
-//! (`RecordBatch` v2 in a `Produce` v3 request): no object per record or
-//! header, which is where rskafka's producer spends most of its CPU per
-//! event. `cargo xtask bench` compares it with rskafka's and librdkafka's
+//! partition with one batch in flight, all of them sharing one
+//! connection per broker. A batch is written straight from the encoded
+//! events into one buffer per partition (`RecordBatch` v2 in a `Produce`
+//! request): no object per record or header, which is where rskafka's
+//! producer spends most of its CPU per event. `cargo xtask bench` compares it with rskafka's and librdkafka's
 //! producers on the same broker.
 //!
 //! Each connection is authenticated with SASL and its batches compressed
@@ -103,28 +108,15 @@ mod kafka;
 mod memory;
 #[cfg(feature = "outbox-postgres")]
 mod outbox;
-mod produce;
 mod publisher;
-#[cfg(feature = "tls")]
-mod tls;
-mod wire;
 
-pub use config::{
-    Compression, PublisherConfig, RetryPolicy, SaslCredentials, SaslMechanism, TlsSettings, TopicSettings,
-};
+pub use config::{Compression, PublisherConfig, TopicSettings};
 pub use error::{ClientError, Delivery, Error};
 pub use memory::{RecordedEvents, RecordedRecord};
+pub use mes_kafka::{KafkaConfig, RetryPolicy, SaslCredentials, SaslMechanism, TlsSettings};
 #[cfg(feature = "outbox-postgres")]
 pub use outbox::{
     Acknowledged, BatchOutcome, Outbox, OutboxRelay, OutboxStats, OutboxTable, ParkedEvent, RelayConfig,
     RelayStats, Requeue, RunningRelay, TransactionWork,
 };
 pub use publisher::{EventPublisher, Published, TopicSpec};
-
-/// Escape hatch: an rskafka client built exactly as the publisher builds its
-/// own (brokers, client id, SASL, TLS, retry deadline, connect timeout), for code
-/// that needs what the publisher does not offer, such as `mes-sync`'s
-/// fetching. Using it ties the caller to rskafka's API.
-pub async fn rskafka_client(config: &PublisherConfig) -> Result<rskafka::client::Client, Error> {
-    kafka::build_client(config).await
-}

@@ -102,10 +102,9 @@ async fn publishes_and_reads_back_with(mechanism: SaslMechanism) {
     publisher.health_check().await.unwrap();
     publisher.disconnect().await;
 
-    // An independent reader, authenticated the same way: the escape hatch
-    // builds an rskafka client from the same configuration.
-    let client = mes_publisher::rskafka_client(&config).await.unwrap();
-    let mut read = read_topic_with(&client, &topic).await;
+    // Read back through mes-kafka's fetch path (mes-sync's), authenticated
+    // with the same connection settings.
+    let mut read = read_topic_through_mes_kafka(config.kafka(), &topic).await;
     read.sort_by_key(|r| (r.partition, r.offset));
     assert_eq!(read.len(), EVENTS, "records on {topic}");
 

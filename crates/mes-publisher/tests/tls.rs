@@ -57,10 +57,9 @@ async fn publishes_over_tls_and_reads_back_through_the_same_settings() {
     publisher.health_check().await.unwrap();
     publisher.disconnect().await;
 
-    // Read back through the escape hatch mes-sync's consumer uses: the same
-    // configuration gives a client on TLS too.
-    let client = mes_publisher::rskafka_client(&config).await.unwrap();
-    let read = read_topic_with(&client, &topic).await;
+    // Read back through mes-kafka's fetch path, which mes-sync's consumer
+    // uses: the same connection settings give a client on TLS too.
+    let read = read_topic_through_mes_kafka(config.kafka(), &topic).await;
     assert_eq!(read.len(), events.len());
     for (event, landed) in events.iter().zip(&landed) {
         let record = read

@@ -56,6 +56,7 @@ async fn main() {
         .unwrap_or(20_000);
     let kafka = PublisherConfig::new([brokers.as_str()]);
     let publisher = EventPublisher::connect(kafka.clone()).await.unwrap();
+    let kafka = kafka.kafka().clone();
     let settings = TopicSettings {
         partitions: PARTITIONS,
         replication: 1,

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use mes_kafka::KafkaConfig;
 use mes_publisher::{PublisherConfig, TopicSettings};
 
 /// Where a group starts reading a partition it has never committed.
@@ -72,12 +73,11 @@ impl HandlerRetry {
 ///
 /// ```
 /// use std::time::Duration;
-/// use mes_publisher::PublisherConfig;
-/// use mes_sync::{ConsumerConfig, StartPosition};
+/// use mes_sync::{ConsumerConfig, KafkaConfig, StartPosition};
 ///
 /// let config = ConsumerConfig::new(
 ///     "work-order-service",
-///     PublisherConfig::new(["kafka:9092"]),
+///     KafkaConfig::new(["kafka:9092"]),
 ///     "redis://redis:6379",
 /// )
 /// .start_position(StartPosition::Latest)
@@ -87,7 +87,7 @@ impl HandlerRetry {
 #[derive(Clone)]
 pub struct ConsumerConfig {
     pub(crate) group_id: String,
-    pub(crate) kafka: PublisherConfig,
+    pub(crate) kafka: KafkaConfig,
     pub(crate) redis_url: String,
     pub(crate) start: StartPosition,
     pub(crate) retry: HandlerRetry,
@@ -101,11 +101,11 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    /// A consumer of group `group_id` on the Kafka cluster of `kafka` (its
-    /// brokers, client id, SASL, retries; the dead letters are published
-    /// with it too), keeping its offsets, leases and de-duplication marks in
-    /// the Redis at `redis_url`.
-    pub fn new(group_id: impl Into<String>, kafka: PublisherConfig, redis_url: impl Into<String>) -> Self {
+    /// A consumer of group `group_id` on the Kafka cluster `kafka` says how
+    /// to reach (brokers, client id, TLS, SASL, timeouts; the dead letters
+    /// are published with it too), keeping its offsets, leases and
+    /// de-duplication marks in the Redis at `redis_url`.
+    pub fn new(group_id: impl Into<String>, kafka: KafkaConfig, redis_url: impl Into<String>) -> Self {
         Self {
             group_id: group_id.into(),
             kafka,
@@ -198,6 +198,12 @@ impl ConsumerConfig {
         Duration::from_secs(30)
     }
 
+    /// The dead-letter publisher's configuration: the same connection
+    /// settings, creating `{topic}.dlq` topics as needed.
+    pub(crate) fn dead_letter_publisher(&self) -> PublisherConfig {
+        PublisherConfig::with_kafka(self.kafka.clone()).auto_create_topics(self.dead_letter_topics)
+    }
+
     /// The group.
     pub fn group_id(&self) -> &str {
         &self.group_id
@@ -250,11 +256,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_redis_password() {
-        let config = ConsumerConfig::new(
-            "g",
-            PublisherConfig::new(["k:9092"]),
-            "redis://app:s3cret@r:6379/0",
-        );
+        let config = ConsumerConfig::new("g", KafkaConfig::new(["k:9092"]), "redis://app:s3cret@r:6379/0");
         let shown = format!("{config:?}");
         assert!(
             shown.contains("app:<redacted>@r:6379") && !shown.contains("s3cret"),

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use mes_cache::ReferenceDataCache;
 use mes_events_types::{DomainEvent, EventPayload, EventType};
+use mes_kafka::KafkaClient;
 use mes_publisher::EventPublisher;
-use rskafka::client::Client;
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -35,11 +35,11 @@ use crate::worker::PartitionWorker;
 ///
 /// ```no_run
 /// use mes_events_types::{DomainEvent, PartUpdated};
-/// use mes_publisher::PublisherConfig;
+/// use mes_kafka::KafkaConfig;
 /// use mes_sync::{ConsumerConfig, Effects, EventConsumer};
 ///
 /// # async fn run() -> Result<(), mes_sync::Error> {
-/// let config = ConsumerConfig::new("work-order-service", PublisherConfig::from_env().unwrap(), "redis://redis:6379");
+/// let config = ConsumerConfig::new("work-order-service", KafkaConfig::from_env().unwrap(), "redis://redis:6379");
 /// let consumer = EventConsumer::new(config)
 ///     .on::<PartUpdated, _, _, std::io::Error>(|event: DomainEvent<PartUpdated>| async move {
 ///         println!("part {} is now {}", event.data().part_id, event.data().part_number);
@@ -131,20 +131,18 @@ impl EventConsumer {
             });
         }
         let config = Arc::new(self.config);
-        let kafka_error = |what: &str| {
-            let what = what.to_owned();
-            move |e: mes_publisher::Error| Error::Kafka {
-                what,
-                source: Box::new(e) as BoxError,
-            }
-        };
-        let client = mes_publisher::rskafka_client(&config.kafka)
+        let client = KafkaClient::connect(config.kafka.clone())
             .await
-            .map_err(kafka_error("connect"))?;
-        let dead_letters =
-            EventPublisher::connect(config.kafka.clone().auto_create_topics(config.dead_letter_topics))
-                .await
-                .map_err(kafka_error("connect the dead-letter publisher"))?;
+            .map_err(|e| Error::Kafka {
+                what: "connect".to_owned(),
+                source: Box::new(e) as BoxError,
+            })?;
+        let dead_letters = EventPublisher::connect(config.dead_letter_publisher())
+            .await
+            .map_err(|e| Error::Kafka {
+                what: "connect the dead-letter publisher".to_owned(),
+                source: Box::new(e) as BoxError,
+            })?;
         let state = GroupState::connect(
             &config.redis_url,
             &config.group_id,
@@ -158,7 +156,7 @@ impl EventConsumer {
         let coordinator = Coordinator {
             config: Arc::clone(&config),
             topics,
-            client: Arc::new(client),
+            client,
             state: Arc::new(state),
             handlers: Arc::new(self.handlers),
             dead_letters,
@@ -215,7 +213,7 @@ struct WorkerHandle {
 struct Coordinator {
     config: Arc<ConsumerConfig>,
     topics: Vec<String>,
-    client: Arc<Client>,
+    client: KafkaClient,
     state: Arc<GroupState>,
     handlers: Arc<Handlers>,
     dead_letters: EventPublisher,
@@ -263,11 +261,14 @@ impl Coordinator {
         })?;
         let mut all = BTreeSet::new();
         for topic in &self.topics {
-            match listed.iter().find(|t| &t.name == topic) {
-                Some(t) => all.extend(t.partitions.iter().map(|p| TopicPartition {
-                    topic: topic.clone(),
-                    partition: *p,
-                })),
+            match listed.iter().find(|(name, _)| name == topic) {
+                Some((_, count)) => {
+                    let count = i32::try_from(*count).unwrap_or(i32::MAX);
+                    all.extend((0..count).map(|partition| TopicPartition {
+                        topic: topic.clone(),
+                        partition,
+                    }));
+                }
                 None => warn!(topic, "subscribed topic does not exist (yet)"),
             }
         }
@@ -328,7 +329,7 @@ impl Coordinator {
             let worker = PartitionWorker {
                 tp: tp.clone(),
                 lease: lease.clone(),
-                client: Arc::clone(&self.client),
+                client: self.client.clone(),
                 state: Arc::clone(&self.state),
                 handlers: Arc::clone(&self.handlers),
                 dead_letters: self.dead_letters.clone(),

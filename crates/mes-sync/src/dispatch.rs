@@ -58,7 +58,6 @@ impl EventConsumer {
     /// ```
     /// use mes_cache::{CacheConfig, CacheKeyPrefix, ReferenceDataCache};
     /// use mes_events_types::{DomainEvent, PartFields, PartUpdated};
-    /// use mes_publisher::PublisherConfig;
     /// use mes_sync::{CacheSync, ConsumerConfig, Dispatched, Effects, EventConsumer};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -66,7 +65,7 @@ impl EventConsumer {
     /// let cache = ReferenceDataCache::in_memory(CacheConfig::default())?;
     /// cache.set(&CacheKeyPrefix::Part, "P-1", &"Strut", None).await?;
     /// // Built the way the service builds it; nothing connects before `start`.
-    /// let config = ConsumerConfig::new("work-order-service", PublisherConfig::new(["unused:9092"]), "redis://unused");
+    /// let config = ConsumerConfig::new("work-order-service", mes_sync::KafkaConfig::new(["unused:9092"]), "redis://unused");
     /// let consumer = EventConsumer::new(config)
     ///     .sync(cache.clone(), CacheSync::fleet())
     ///     .on::<PartUpdated, _, _, std::io::Error>(|event: DomainEvent<PartUpdated>| async move {

@@ -2,8 +2,9 @@
 //!
 //! [`EventConsumer`] reads the domain events of the fleet (CloudEvents
 //! structured, binary and legacy records alike) and calls typed handlers.
-//! rskafka has no consumer groups, so this crate brings its own, with its
-//! state in Redis:
+//! It fetches with `mes-kafka`, the workspace's Kafka client layer (a
+//! record that cannot be read fails alone and is dead-lettered), and keeps
+//! its group state in Redis:
 //!
 //! - **Order and progress.** Each partition is processed strictly in offset
 //!   order, partitions in parallel. A record's offset is committed only
@@ -38,14 +39,14 @@
 //! ```
 //! use mes_events_types::{DomainEvent, PartFields, PartUpdated};
 //! use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
-//! use mes_sync::{ConsumerConfig, Effects, EventConsumer};
+//! use mes_sync::{ConsumerConfig, Effects, EventConsumer, KafkaConfig};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let kafka = PublisherConfig::from_env()?; // KAFKA_BROKERS, like the legacy services
+//! let kafka = KafkaConfig::from_env()?; // KAFKA_BROKERS, like the legacy services
 //! let redis_url = std::env::var("REDIS_URL")?; // where the group keeps its state
 //! let topic = TopicSpec::new("mes.material.events", TopicSettings::default());
-//! let publisher = EventPublisher::connect(kafka.clone()).await?;
+//! let publisher = EventPublisher::connect(PublisherConfig::with_kafka(kafka.clone())).await?;
 //! publisher.ensure_topics(&[topic]).await?;
 //!
 //! let (renamed, mut renames) = tokio::sync::mpsc::unbounded_channel();
@@ -94,7 +95,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `tls` | no | TLS to the brokers: turns on `mes-publisher`'s `tls`. The consumer's Kafka client and its dead-letter publisher are both built from [`ConsumerConfig`]'s `PublisherConfig`, so its TLS settings (or `KAFKA_TLS*` through `PublisherConfig::from_env`) apply to both |
+//! | `tls` | no | TLS to the brokers: turns on `mes-kafka`'s and `mes-publisher`'s `tls`. The consumer's Kafka client and its dead-letter publisher are both built from [`ConsumerConfig`]'s [`KafkaConfig`], so its TLS settings (or `KAFKA_TLS*` through [`KafkaConfig::from_env`]) apply to both |
 
 mod config;
 mod consumer;
@@ -111,6 +112,7 @@ pub use consumer::{EventConsumer, RunningConsumer};
 pub use dispatch::{DispatchError, Dispatched};
 pub use error::{BoxError, Error};
 pub use handler::{Effects, HandlerError};
+pub use mes_kafka::KafkaConfig;
 pub use state::TopicPartition;
 pub use stats::{ConsumerStats, PartitionStats};
 pub use sync::CacheSync;

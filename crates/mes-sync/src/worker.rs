@@ -6,11 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mes_events_types::{KafkaRecord, decode};
+use mes_kafka::protocol::record_batch::{Record, RecordError};
+use mes_kafka::{ErrorCode, KafkaClient, OffsetSpec, PartitionFetcher};
 use mes_publisher::EventPublisher;
-use rskafka::client::Client;
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::record::RecordAndOffset;
 use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -26,9 +24,9 @@ const INFRA_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(crate) struct PartitionWorker {
     pub(crate) tp: TopicPartition,
     pub(crate) lease: Lease,
-    /// The cluster client; the worker opens its partition's client itself,
-    /// so a slow broker never holds up the coordinator's lease renewals.
-    pub(crate) client: Arc<Client>,
+    /// The cluster client; the worker fetches on its own, so a slow broker
+    /// never holds up the coordinator's lease renewals.
+    pub(crate) client: KafkaClient,
     pub(crate) state: Arc<GroupState>,
     pub(crate) handlers: Arc<Handlers>,
     pub(crate) dead_letters: EventPublisher,
@@ -69,37 +67,11 @@ impl PartitionWorker {
         *self.stop.borrow()
     }
 
-    /// The partition's own client, opened once (retried until it works or
-    /// the worker is stopped).
-    async fn open(&mut self) -> Option<PartitionClient> {
-        let mut backoff = INFRA_BACKOFF;
-        loop {
-            let open = self.client.partition_client(
-                self.tp.topic.clone(),
-                self.tp.partition,
-                UnknownTopicHandling::Retry,
-            );
-            let opened = tokio::select! {
-                opened = open => opened,
-                _ = self.stop.changed() => return None,
-            };
-            match opened {
-                Ok(client) => return Some(client),
-                Err(e) => {
-                    warn!(error = %e, "cannot open the partition; retrying");
-                    if !self.pause(&mut backoff).await {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
     async fn consume(&mut self) -> Interrupted {
-        let Some(client) = self.open().await else {
-            return Interrupted::Stopped;
-        };
-        let Some(mut offset) = self.start_offset(&client).await else {
+        let mut fetcher = PartitionFetcher::new(self.client.clone(), &self.tp.topic, self.tp.partition)
+            .max_wait(self.config.fetch_max_wait)
+            .max_bytes(usize::try_from(self.config.fetch_max_bytes).unwrap_or(1024 * 1024));
+        let Some(mut offset) = self.start_offset().await else {
             return Interrupted::Stopped;
         };
         self.counters.committed.store(offset, Ordering::Relaxed);
@@ -107,29 +79,24 @@ impl PartitionWorker {
         // anything published from now on will be read.
         self.counters.owned.store(true, Ordering::Relaxed);
         self.stats.changed();
-        let max_wait_ms = i32::try_from(self.config.fetch_max_wait.as_millis()).unwrap_or(i32::MAX);
         let mut backoff = INFRA_BACKOFF;
         while !self.stopping() {
-            let fetch = client.fetch_records(offset, 1..self.config.fetch_max_bytes, max_wait_ms);
             let fetched = tokio::select! {
-                fetched = fetch => fetched,
+                fetched = fetcher.fetch(offset) => fetched,
                 _ = self.stop.changed() => return Interrupted::Stopped,
             };
-            let records = match fetched {
-                Ok((records, high_watermark)) => {
+            let fetched = match fetched {
+                Ok(fetched) => {
                     backoff = INFRA_BACKOFF;
                     self.counters
                         .high_watermark
-                        .store(high_watermark, Ordering::Relaxed);
+                        .store(fetched.high_watermark, Ordering::Relaxed);
                     self.stats.changed();
-                    records
+                    fetched
                 }
-                Err(KafkaError::ServerError {
-                    protocol_error: ProtocolError::OffsetOutOfRange,
-                    ..
-                }) => {
+                Err(e) if e.code() == Some(ErrorCode::OFFSET_OUT_OF_RANGE) => {
                     // Retention removed what the group had not read yet.
-                    let Some(earliest) = self.offset_at(&client, OffsetAt::Earliest).await else {
+                    let Some(earliest) = self.offset_at(OffsetSpec::Earliest).await else {
                         return Interrupted::Stopped;
                     };
                     warn!(
@@ -147,45 +114,56 @@ impl PartitionWorker {
                     continue;
                 }
             };
-            if let Some(first) = records.first()
-                && first.offset > offset
+            if let Some(first) = fetched.records.first().map(starting_offset)
+                && first > offset
             {
                 // Kafka leaves gaps only for compaction and transaction
                 // markers; anything else means records the broker skipped.
-                warn!(requested = offset, first = first.offset, "fetch skipped offsets");
+                warn!(requested = offset, first, "fetch skipped offsets");
             }
             let permits = Arc::clone(&self.permits);
             let Ok(_permit) = permits.acquire().await else {
                 return Interrupted::Stopped;
             };
-            for record in records {
+            for record in fetched.records {
                 if self.stopping() {
                     return Interrupted::Stopped;
                 }
-                let next = record.offset + 1;
-                if let Err(interrupted) = self.process(record).await {
-                    return interrupted;
+                let processed = match record {
+                    Ok(record) => {
+                        let next = record.offset + 1;
+                        self.process(record).await.map(|()| next)
+                    }
+                    Err(unreadable) => {
+                        let next = unreadable.last_offset + 1;
+                        self.unreadable(&unreadable).await.map(|()| next)
+                    }
+                };
+                match processed {
+                    Ok(next) => offset = next,
+                    Err(interrupted) => return interrupted,
                 }
-                offset = next;
                 self.counters.committed.store(offset, Ordering::Relaxed);
                 self.stats.changed();
             }
+            // Past control batches and compacted-away offsets too.
+            offset = offset.max(fetched.next_offset);
         }
         Interrupted::Stopped
     }
 
     /// Where to start: the committed offset, else the configured position.
-    async fn start_offset(&mut self, client: &PartitionClient) -> Option<i64> {
+    async fn start_offset(&mut self) -> Option<i64> {
         let mut backoff = INFRA_BACKOFF;
         loop {
             match self.state.committed(&self.tp).await {
                 Ok(Some(offset)) => return Some(offset),
                 Ok(None) => {
                     let at = match self.config.start {
-                        StartPosition::Earliest => OffsetAt::Earliest,
-                        StartPosition::Latest => OffsetAt::Latest,
+                        StartPosition::Earliest => OffsetSpec::Earliest,
+                        StartPosition::Latest => OffsetSpec::Latest,
                     };
-                    return self.offset_at(client, at).await;
+                    return self.offset_at(at).await;
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot read the committed offset; retrying");
@@ -197,10 +175,14 @@ impl PartitionWorker {
         }
     }
 
-    async fn offset_at(&mut self, client: &PartitionClient, at: OffsetAt) -> Option<i64> {
+    async fn offset_at(&mut self, at: OffsetSpec) -> Option<i64> {
         let mut backoff = INFRA_BACKOFF;
         loop {
-            match client.get_offset(at).await {
+            let listed = tokio::select! {
+                listed = self.client.list_offset(&self.tp.topic, self.tp.partition, at) => listed,
+                _ = self.stop.changed() => return None,
+            };
+            match listed {
                 Ok(offset) => return Some(offset),
                 Err(e) => {
                     warn!(error = %e, "cannot read the partition's offsets; retrying");
@@ -223,13 +205,44 @@ impl PartitionWorker {
         }
     }
 
-    async fn process(&mut self, record: RecordAndOffset) -> Result<(), Interrupted> {
-        let offset = record.offset;
-        let kafka_record = KafkaRecord {
-            key: record.record.key,
-            headers: record.record.headers.into_iter().collect(),
-            value: record.record.value,
+    /// Offsets whose records cannot be read at all (a batch with a bad
+    /// checksum, a record whose framing is broken): a dead letter saying so,
+    /// with the offsets, then the partition moves on.
+    async fn unreadable(&mut self, unreadable: &RecordError) -> Result<(), Interrupted> {
+        warn!(
+            first = unreadable.first_offset,
+            last = unreadable.last_offset,
+            error = %unreadable.error,
+            "unreadable records; dead-lettering what is known of them"
+        );
+        let letter = KafkaRecord {
+            key: None,
+            headers: vec![(
+                "mes-dlq-source-last-offset".to_owned(),
+                unreadable.last_offset.to_string().into_bytes(),
+            )],
+            value: None,
         };
+        self.dead_letter(
+            &letter,
+            unreadable.first_offset,
+            &format!("unreadable: {unreadable}"),
+            0,
+        )
+        .await?;
+        self.commit(unreadable.last_offset + 1, None, &Effects::none())
+            .await
+    }
+
+    async fn process(&mut self, record: Record) -> Result<(), Interrupted> {
+        let offset = record.offset;
+        let (kafka_record, bad_header) = kafka_record(record);
+        if let Some(bad_header) = bad_header {
+            warn!(offset, "a header name is not UTF-8; dead-lettering the record");
+            let reason = format!("undecodable: header name {bad_header:?} is not UTF-8");
+            self.dead_letter(&kafka_record, offset, &reason, 0).await?;
+            return self.commit(offset + 1, None, &Effects::none()).await;
+        }
         let event = match decode(&kafka_record) {
             Ok(event) => event,
             Err(e) => {
@@ -383,4 +396,37 @@ impl PartitionWorker {
             }
         }
     }
+}
+
+/// The first offset a fetched entry covers.
+fn starting_offset(entry: &Result<Record, RecordError>) -> i64 {
+    match entry {
+        Ok(record) => record.offset,
+        Err(unreadable) => unreadable.first_offset,
+    }
+}
+
+/// The record as the event codec reads it, and the first header name that
+/// is not UTF-8 (that record cannot be an event; its names are kept lossily
+/// in the dead letter).
+fn kafka_record(record: Record) -> (KafkaRecord, Option<String>) {
+    let mut bad = None;
+    let headers = record
+        .headers
+        .into_iter()
+        .map(|(name, value)| {
+            let name = String::from_utf8(name).unwrap_or_else(|e| {
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                bad.get_or_insert_with(|| lossy.clone());
+                lossy
+            });
+            (name, value)
+        })
+        .collect();
+    let record = KafkaRecord {
+        key: record.key,
+        headers,
+        value: record.value,
+    };
+    (record, bad)
 }

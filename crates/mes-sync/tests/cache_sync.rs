@@ -79,7 +79,7 @@ async fn part_updates_from_rust_and_legacy_producers_invalidate_the_cached_copie
     let (seen, mut seen_rx) = mpsc::unbounded_channel();
     let config = ConsumerConfig::new(
         format!("sync-{}", ulid::Ulid::new()),
-        PublisherConfig::new([brokers.as_str()]),
+        mes_sync::KafkaConfig::new([brokers.as_str()]),
         redis.clone(),
     )
     .fetch_max_wait(Duration::from_millis(100));

@@ -57,7 +57,7 @@ impl Setup {
     fn config(&self) -> ConsumerConfig {
         ConsumerConfig::new(
             self.group.clone(),
-            PublisherConfig::new([self.brokers.as_str()]),
+            mes_sync::KafkaConfig::new([self.brokers.as_str()]),
             mes_testkit::redis_url(),
         )
         .lease_ttl(Duration::from_secs(2))

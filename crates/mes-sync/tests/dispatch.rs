@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use mes_cache::{CacheConfig, CacheKeyPrefix, ReferenceDataCache};
 use mes_events_types::{DomainEvent, EventType, KafkaRecord, PartFields, PartUpdated};
-use mes_publisher::{EventPublisher, PublisherConfig};
+use mes_publisher::EventPublisher;
 use mes_sync::{CacheSync, ConsumerConfig, DispatchError, Dispatched, Effects, EventConsumer};
 use mes_testkit::WireRecordFixture;
 use serde_json::json;
@@ -22,7 +22,7 @@ fn config() -> ConsumerConfig {
     // Never connected: dispatch needs neither.
     ConsumerConfig::new(
         "work-order-service",
-        PublisherConfig::new(["unused:9092"]),
+        mes_sync::KafkaConfig::new(["unused:9092"]),
         "redis://unused",
     )
 }

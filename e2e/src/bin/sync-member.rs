@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use mes_e2e::{effects_key, env, order_key};
 use mes_events_types::{DomainEvent, EventType};
-use mes_publisher::PublisherConfig;
 use mes_sync::{ConsumerConfig, Effects, EventConsumer};
 use serde_json::Value;
 
@@ -26,7 +25,7 @@ async fn main() {
     let lease = Duration::from_millis(var(env::LEASE_MS).parse().expect("lease ms"));
     let config = ConsumerConfig::new(
         group.clone(),
-        PublisherConfig::new([var(env::BROKERS)]),
+        mes_sync::KafkaConfig::new([var(env::BROKERS)]),
         var(env::REDIS),
     )
     .member_id(var(env::MEMBER))

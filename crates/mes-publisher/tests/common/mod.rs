@@ -81,3 +81,45 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Every record of `topic`, read with mes-kafka's fetch path over the
+/// connection settings `kafka` (TLS, SASL): the path mes-sync's consumer
+/// fetches on.
+pub async fn read_topic_through_mes_kafka(
+    kafka: &mes_kafka::KafkaConfig,
+    topic: &str,
+) -> Vec<mes_testkit::kafka::ReadRecord> {
+    let client = mes_kafka::KafkaClient::connect(kafka.clone()).await.unwrap();
+    let partitions = client.topic(topic).await.unwrap().partitions.len();
+    let mut all = Vec::new();
+    for partition in 0..i32::try_from(partitions).unwrap() {
+        let end = client
+            .list_offset(topic, partition, mes_kafka::OffsetSpec::Latest)
+            .await
+            .unwrap();
+        let mut fetcher = mes_kafka::PartitionFetcher::new(client.clone(), topic, partition)
+            .max_wait(Duration::from_millis(100));
+        let mut offset = 0;
+        while offset < end {
+            let fetched = fetcher.fetch(offset).await.unwrap();
+            for record in fetched.records {
+                let record = record.unwrap();
+                all.push(mes_testkit::kafka::ReadRecord {
+                    partition,
+                    offset: record.offset,
+                    record: mes_events_types::KafkaRecord {
+                        key: record.key,
+                        headers: record
+                            .headers
+                            .into_iter()
+                            .map(|(n, v)| (String::from_utf8(n).unwrap(), v))
+                            .collect(),
+                        value: record.value,
+                    },
+                });
+            }
+            offset = fetched.next_offset;
+        }
+    }
+    all
+}

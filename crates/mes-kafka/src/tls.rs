@@ -1,5 +1,5 @@
-//! Feature `tls`: [`TlsSettings`] to a rustls client configuration for
-//! rskafka, with the ring provider chosen explicitly (so a build that also
+//! Feature `tls`: [`TlsSettings`] to a rustls client configuration, with
+//! the ring provider chosen explicitly (so a build that also
 //! compiles rustls' aws-lc-rs provider, through another crate, still works).
 //!
 //! The server certificate verifier is rustls' own WebPKI verifier wrapped
@@ -10,8 +10,7 @@
 //!
 //! A broker that requires a client certificate the client lacks cannot be
 //! told apart from one that merely asks for one: the handshake succeeds and
-//! the broker closes the connection, which rskafka retries until the
-//! connect timeout. Without a client certificate the client therefore
+//! the broker closes the connection. Without a client certificate the client therefore
 //! notes whether a broker asked for one, and a failed connect says so.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,15 +25,14 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::{KeyPem, Pem, TlsSettings};
-use crate::error::{ClientError, Error};
+use crate::error::{BoxError, Error};
 
 /// The first broker certificate rejected by a client configuration's
-/// verifier, and a wake-up for whoever waits for it; and whether a broker
+/// verifier, and whether a broker
 /// asked for a client certificate the configuration does not have.
 #[derive(Default)]
 pub(crate) struct Rejections {
     first: OnceLock<(String, rustls::Error)>,
-    notify: tokio::sync::Notify,
     client_cert_asked: AtomicBool,
 }
 
@@ -48,51 +46,38 @@ impl std::fmt::Debug for Rejections {
 
 impl Rejections {
     fn record(&self, server: &ServerName<'_>, error: &rustls::Error) {
-        if self
-            .first
-            .set((server.to_str().into_owned(), error.clone()))
-            .is_ok()
-        {
-            // Stores a permit when nobody waits yet: no rejection is missed.
-            self.notify.notify_one();
-        }
+        // The first rejection is the one that explains the failure.
+        let _ = self.first.set((server.to_str().into_owned(), error.clone()));
     }
 
     /// `error` of a failed connect, with the likely reason added when a
     /// broker asked for a client certificate and none is configured.
     pub(crate) fn explain(&self, error: Error) -> Error {
+        if !self.client_cert_asked.load(Ordering::Relaxed) {
+            return error;
+        }
         match error {
-            Error::Connect { brokers, source } if self.client_cert_asked.load(Ordering::Relaxed) => {
-                Error::Connect {
-                    brokers,
-                    source: Box::new(NoClientCertificate(source)),
+            Error::Io { .. } | Error::Timeout { .. } | Error::Connect { .. } | Error::NoBroker { .. } => {
+                Error::TlsSetup {
+                    what: NO_CLIENT_CERTIFICATE.to_owned(),
+                    source: Box::new(error),
                 }
             }
             other => other,
         }
     }
 
-    /// Waits for a rejection and turns it into the crate's error.
-    pub(crate) async fn first(&self) -> Error {
-        loop {
-            if let Some((server, error)) = self.first.get() {
-                return Error::TlsHandshake {
-                    server: server.clone(),
-                    source: Box::new(error.clone()),
-                };
-            }
-            self.notify.notified().await;
-        }
+    /// The first rejection so far, as the crate's error.
+    pub(crate) fn rejected(&self) -> Option<Error> {
+        self.first.get().map(|(server, error)| Error::TlsHandshake {
+            server: server.clone(),
+            source: Box::new(error.clone()),
+        })
     }
 }
 
-/// The cause of a failed connect, under this explanation.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "a broker asked for a client certificate and none is configured \
-     (TlsSettings::client_cert_files, KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE)"
-)]
-struct NoClientCertificate(#[source] ClientError);
+const NO_CLIENT_CERTIFICATE: &str = "a broker asked for a client certificate and none is configured \
+     (TlsSettings::client_cert_files, KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE)";
 
 /// No client certificate, noting when a broker asks for one.
 #[derive(Debug)]
@@ -154,7 +139,56 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-fn setup_error(what: impl Into<String>, source: impl Into<ClientError>) -> Error {
+/// The TLS side of a client: its rustls connector and where its verifier
+/// reports rejected broker certificates.
+pub(crate) struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    rejections: Arc<Rejections>,
+}
+
+impl Tls {
+    pub(crate) fn new(settings: &TlsSettings) -> Result<Self, Error> {
+        let (config, rejections) = client_config(settings)?;
+        Ok(Self {
+            connector: tokio_rustls::TlsConnector::from(config),
+            rejections,
+        })
+    }
+
+    /// `stream` wrapped in TLS with the broker at `address`, within `bound`.
+    pub(crate) async fn wrap(
+        &self,
+        address: &str,
+        stream: tokio::net::TcpStream,
+        bound: std::time::Duration,
+    ) -> Result<Box<dyn crate::connection::BrokerStream>, Error> {
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| setup_error(format!("{host:?} is no server name"), e))?;
+        let failed = |source: std::io::Error| {
+            self.rejections.rejected().unwrap_or_else(|| Error::Connect {
+                address: address.to_owned(),
+                source: Arc::new(source),
+            })
+        };
+        match tokio::time::timeout(bound, self.connector.connect(name, stream)).await {
+            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(failed(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("TLS handshake: no answer within {bound:?}"),
+            ))),
+        }
+    }
+
+    /// `error` of a failed connect, explained by what TLS saw.
+    pub(crate) fn explain(&self, error: Error) -> Error {
+        self.rejections.explain(error)
+    }
+}
+
+fn setup_error(what: impl Into<String>, source: impl Into<BoxError>) -> Error {
     Error::TlsSetup {
         what: what.into(),
         source: source.into(),
@@ -258,7 +292,7 @@ fn system_roots() -> Result<RootCertStore, Error> {
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        let source: ClientError = match found.errors.into_iter().next() {
+        let source: BoxError = match found.errors.into_iter().next() {
             Some(error) => Box::new(error),
             None => "the system store is empty".into(),
         };
