@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::Mutex;
 use tracing::debug;
@@ -151,9 +153,31 @@ impl KafkaClient {
     /// Reads the TLS files, reaches a bootstrap broker and reads the
     /// cluster's brokers: an unreachable cluster, refused credentials or a
     /// rejected certificate fail here, not at the first request.
+    ///
+    /// Retrying stops at the connect timeout: `connect` returns within it.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
         let client = Self::new(config)?;
-        client.metadata(Some(Vec::new())).await?;
+        let deadline = Instant::now() + client.inner.config.connect_timeout;
+        let request = MetadataRequest {
+            topics: Some(Vec::new()),
+            allow_auto_topic_creation: false,
+        };
+        let bootstrap = client.retrying_until("Metadata", deadline, || async {
+            client.any_connection().await?.call(&request).await
+        });
+        match tokio::time::timeout_at(deadline, bootstrap).await {
+            Ok(answer) => client.remember(&answer?),
+            Err(_) => {
+                return Err(Error::NoBroker {
+                    brokers: client.inner.config.brokers.clone(),
+                    last: Box::new(Error::Timeout {
+                        address: client.inner.config.brokers.join(","),
+                        api: "connect",
+                        timeout: client.inner.config.connect_timeout,
+                    }),
+                });
+            }
+        }
         Ok(client)
     }
 
@@ -267,6 +291,12 @@ impl KafkaClient {
                 self.any_connection().await?.call(&request).await
             })
             .await?;
+        self.remember(&answer);
+        Ok(answer)
+    }
+
+    /// Takes the brokers and topics of a Metadata answer into the cache.
+    fn remember(&self, answer: &MetadataResponse) {
         let now = Instant::now();
         let mut cluster = self.inner.cluster.write().unwrap_or_else(PoisonError::into_inner);
         cluster.brokers = answer
@@ -299,7 +329,6 @@ impl KafkaClient {
                 }),
             );
         }
-        Ok(answer)
     }
 
     /// A topic's metadata: from the cache unless older than the metadata
@@ -484,8 +513,17 @@ impl KafkaClient {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let deadline = Instant::now() + self.inner.config.retry.retry_budget();
+        self.retrying_until(what, deadline, call).await
+    }
+
+    /// [`retrying`](Self::retrying) with a deadline of the caller's.
+    async fn retrying_until<T, F, Fut>(&self, what: &str, deadline: Instant, call: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let retry = self.inner.config.retry;
-        let deadline = Instant::now() + retry.retry_budget();
         let mut backoff = retry.initial_backoff;
         loop {
             match call().await {

@@ -193,7 +193,18 @@ impl BrokerConnection {
         if let Some(sasl) = &config.sasl {
             setup
                 .authenticate(sasl.mechanism, &sasl.username, &sasl.password)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    // A broker that refuses a mechanism or credentials may
+                    // just close the connection (tansu does): say where.
+                    Error::Io { address, source } => Error::Sasl {
+                        address,
+                        mechanism: sasl.mechanism.name(),
+                        what: "the broker closed the connection during the exchange".to_owned(),
+                        source: Some(Box::new(source)),
+                    },
+                    other => other,
+                })?;
         }
         let versions = setup.call(&ApiVersionsRequest, 0).await?;
         if versions.error_code != 0 {
@@ -275,10 +286,10 @@ impl BrokerConnection {
         protocol::response_body::<R>(version, answer.body())
             .and_then(|body| R::decode_response(version, body))
             .map_err(|source| Error::Decode {
-            address: self.address.clone(),
-            api: R::NAME,
-            source,
-        })
+                address: self.address.clone(),
+                api: R::NAME,
+                source,
+            })
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {

@@ -19,7 +19,7 @@
 //! flight and the next waits for it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::sync::Mutex;
 use tracing::{debug, warn};

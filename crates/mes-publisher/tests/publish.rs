@@ -270,7 +270,7 @@ async fn health_check_answers_and_disconnect_flushes_then_refuses() {
 
 #[tokio::test(start_paused = true)]
 async fn connecting_to_a_dead_address_fails_within_the_bound() {
-    // The clock is paused: rskafka's back-off sleeps pass instantly, so the
+    // The clock is paused: the back-off sleeps pass instantly, so the
     // bound is checked exactly, with no real waiting.
     let dead = format!("127.0.0.1:{}", mes_testkit::tansu::spare_port().unwrap());
     let bound = std::time::Duration::from_secs(5);

@@ -69,7 +69,10 @@ pub trait Request {
 
 /// The body of an answer to `R` in `version`: after the tagged fields of the
 /// response header, for flexible versions.
-pub(crate) fn response_body<R: Request>(version: i16, after_correlation: &[u8]) -> Result<&[u8], DecodeError> {
+pub(crate) fn response_body<R: Request>(
+    version: i16,
+    after_correlation: &[u8],
+) -> Result<&[u8], DecodeError> {
     if !R::is_flexible(version) {
         return Ok(after_correlation);
     }

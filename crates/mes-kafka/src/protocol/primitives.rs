@@ -400,7 +400,11 @@ mod tests {
             buf.put_unsigned_varint(value);
             assert_eq!(Reader::new(&buf).unsigned_varint().unwrap(), value);
         }
-        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x1f]).unsigned_varint().is_err());
+        assert!(
+            Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x1f])
+                .unsigned_varint()
+                .is_err()
+        );
         // Two tagged fields (tag 0: 2 bytes, tag 5: 0 bytes), then a byte.
         let mut r = Reader::new(&[2, 0, 2, 0xaa, 0xbb, 5, 0, 7]);
         r.skip_tagged_fields().unwrap();
