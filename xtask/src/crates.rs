@@ -4,7 +4,13 @@
 /// The crates published to the `mes` registry, each after the crates it
 /// depends on: a crate's verification build resolves its internal
 /// dependencies from the registry, so they must be there first.
-pub(crate) const PUBLISH_ORDER: &[&str] = &["mes-events-types", "mes-cache", "mes-publisher", "mes-sync"];
+pub(crate) const PUBLISH_ORDER: &[&str] = &[
+    "mes-events-types",
+    "mes-kafka",
+    "mes-cache",
+    "mes-publisher",
+    "mes-sync",
+];
 
 /// Crates that do I/O or run an async runtime; a service that takes the
 /// event schemas alone must not get any of them.

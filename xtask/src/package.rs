@@ -48,7 +48,7 @@ const SAMPLES: &[Sample] = &[
         forbidden: |name| {
             matches!(
                 name,
-                "rskafka" | "rdkafka" | "mes-events-types" | "mes-publisher" | "mes-sync"
+                "rskafka" | "rdkafka" | "mes-kafka" | "mes-events-types" | "mes-publisher" | "mes-sync"
             )
         },
         rule: "a service taking the cache alone must get no Kafka client and no event crate",

@@ -84,6 +84,30 @@ fn cache_and_publisher_stay_independent_of_each_other() {
     }
 }
 
+/// rskafka stays in the tests (the independent reader) and the benchmark
+/// baseline; production traffic goes through mes-kafka.
+#[test]
+fn no_published_crate_depends_on_rskafka() {
+    for package in PUBLISH_ORDER {
+        assert!(
+            !normal_dependency_closure(package).contains("rskafka"),
+            "{package} must not depend on rskafka: production Kafka traffic goes through mes-kafka"
+        );
+    }
+}
+
+/// mes-kafka knows Kafka, not MES events; the cache knows neither.
+#[test]
+fn the_kafka_layer_knows_no_mes_crate_and_the_cache_no_kafka_layer() {
+    let kafka = normal_dependency_closure("mes-kafka");
+    let mes: Vec<&String> = kafka.iter().filter(|name| name.starts_with("mes-")).collect();
+    assert!(mes.is_empty(), "mes-kafka must not depend on {mes:?}");
+    assert!(
+        !normal_dependency_closure("mes-cache").contains("mes-kafka"),
+        "mes-cache must not depend on mes-kafka"
+    );
+}
+
 fn metadata() -> Value {
     let output = cargo()
         .args([

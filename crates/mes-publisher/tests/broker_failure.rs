@@ -5,6 +5,12 @@
 //! says whether it may have been written, and each entity's events are in
 //! order.
 //!
+//! The producer is idempotent: a batch the publisher retried after its
+//! answer was lost is not written twice, so the only events on the topic
+//! twice are ones the application published again after a `MaybeWritten`
+//! error (a new batch, which idempotence cannot recognise; the consumer's
+//! de-duplication by event id absorbs those).
+//!
 //! Uses a tansu of its own with `sqlite://` storage, which keeps every
 //! acknowledged record across a kill (`MES_TEST_TANSU_BIN`).
 #![allow(
@@ -82,6 +88,7 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
         );
         producers.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
+            let mut published_again = Vec::new();
             for seq in 0..EVENTS_PER_ENTITY {
                 let event = raw_event(&event_type, &format!("E-{e}"), json!({"seq": seq}));
                 // An at-least-once producer: publish again until acknowledged.
@@ -96,6 +103,9 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
                             break;
                         }
                         Err(error) => {
+                            if error.delivery() == Delivery::MaybeWritten {
+                                published_again.push(event.id().clone());
+                            }
                             let counter = match (&error, error.delivery()) {
                                 (Error::EarlierBatchFailed { .. }, _) => &tally.earlier_batch_failed,
                                 (_, Delivery::MaybeWritten) => &tally.maybe_written,
@@ -109,7 +119,7 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
                     }
                 }
             }
-            acknowledged
+            (acknowledged, published_again)
         }));
     }
 
@@ -134,16 +144,18 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
     .unwrap();
 
     let mut acknowledged = HashMap::new();
+    let mut published_again = HashSet::new();
     for producer in producers {
-        for (id, landed) in producer.await.unwrap() {
-            acknowledged.insert(id, landed);
-        }
+        let (landed, again) = producer.await.unwrap();
+        acknowledged.extend(landed);
+        published_again.extend(again);
     }
     publisher.disconnect().await;
 
     let read = read_topic(&brokers, &topic).await;
     let mut on_topic = HashSet::new();
     let mut duplicates = 0;
+    let mut duplicated_by_the_library = Vec::new();
     let mut first_seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut sorted = read.clone();
     sorted.sort_by_key(|r| (r.partition, r.offset));
@@ -151,6 +163,9 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
         let event = decode(&r.record).unwrap();
         if !on_topic.insert(event.id().clone()) {
             duplicates += 1;
+            if !published_again.contains(event.id()) {
+                duplicated_by_the_library.push(event.id().clone());
+            }
             continue;
         }
         first_seen
@@ -160,12 +175,17 @@ async fn acknowledged_events_survive_a_broker_kill_and_order_holds() {
     }
     println!(
         "broker kill: acknowledged={} maybe_written_errors={} not_written_errors={} earlier_batch_failed={} \
-         records_on_topic={} duplicates_on_topic={duplicates}",
+         records_on_topic={} duplicates_on_topic={duplicates} published_again_by_the_test={}",
         acknowledged.len(),
         tally.maybe_written.load(Ordering::SeqCst),
         tally.not_written.load(Ordering::SeqCst),
         tally.earlier_batch_failed.load(Ordering::SeqCst),
         read.len(),
+        published_again.len(),
+    );
+    assert!(
+        duplicated_by_the_library.is_empty(),
+        "written twice though published once (the idempotent producer's retries): {duplicated_by_the_library:?}"
     );
     assert_eq!(acknowledged.len(), ENTITIES * EVENTS_PER_ENTITY);
     assert!(tally.errors() >= ERRORS_BEFORE_RESTART, "the outage was seen");

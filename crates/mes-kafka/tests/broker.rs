@@ -1,0 +1,175 @@
+//! mes-kafka against a real broker (tansu, `MES_TEST_KAFKA_BROKERS`, and a
+//! tansu of this suite's own on `sqlite://` storage, `MES_TEST_TANSU_BIN`):
+//! what the broker does with an idempotent producer's resent batch, and
+//! records that rskafka could not carry (duplicate and non-UTF-8 header
+//! names) through produce and fetch.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::Duration;
+
+use mes_kafka::protocol::create_topics::NewTopic;
+use mes_kafka::protocol::produce::ProduceRequest;
+use mes_kafka::protocol::record_batch::{Compression, ProducerStamp, Record, write_record_batch};
+use mes_kafka::{
+    ErrorCode, KafkaClient, KafkaConfig, OffsetSpec, PartitionFetcher, PartitionProducer, ProducerIdentity,
+};
+use mes_testkit::tansu::TansuBroker;
+
+fn topic_name(test: &str) -> String {
+    format!("mes-kafka-{test}-{}", ulid_like())
+}
+
+/// A name part unique to this run and test.
+fn ulid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+async fn client_with_topic(brokers: &str, topic: &str) -> KafkaClient {
+    let client = KafkaClient::connect(KafkaConfig::new([brokers])).await.unwrap();
+    let created = client
+        .create_topic(NewTopic {
+            name: topic.to_owned(),
+            num_partitions: 1,
+            replication_factor: 1,
+            configs: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert!(created, "{topic} existed before");
+    client
+}
+
+fn record(key: &str, time: i64) -> Record {
+    Record {
+        offset: 0,
+        timestamp_ms: time,
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(format!("{{\"key\":\"{key}\"}}").into_bytes()),
+        headers: vec![(b"ce_type".to_vec(), b"t".to_vec())],
+    }
+}
+
+/// Every record of partition 0 of `topic`, through mes-kafka's fetch path.
+async fn read_all(client: &KafkaClient, topic: &str) -> Vec<Record> {
+    let end = client.list_offset(topic, 0, OffsetSpec::Latest).await.unwrap();
+    let mut fetcher = PartitionFetcher::new(client.clone(), topic, 0).max_wait(Duration::from_millis(50));
+    let mut read = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let fetched = fetcher.fetch(offset).await.unwrap();
+        assert!(fetched.next_offset > offset, "no progress at {offset} of {end}");
+        read.extend(fetched.records.into_iter().map(Result::unwrap));
+        offset = fetched.next_offset;
+    }
+    read
+}
+
+/// Sends one stamped batch of three records twice, as a producer that lost
+/// the first answer does, and says what the broker answered each time and
+/// how many records the partition then holds.
+async fn send_twice(brokers: &str, test: &str) -> (ErrorCode, ErrorCode, usize) {
+    let topic = topic_name(test);
+    let client = client_with_topic(brokers, &topic).await;
+    let id = client.init_producer_id().await.unwrap();
+    let stamp = ProducerStamp {
+        producer_id: id.producer_id,
+        producer_epoch: id.producer_epoch,
+        base_sequence: 0,
+    };
+    let records = [record("a", 1_000), record("b", 1_001), record("c", 1_002)];
+    let mut batch = Vec::new();
+    write_record_batch(&mut batch, &records, Compression::None, stamp).unwrap();
+    let request = ProduceRequest {
+        acks: -1,
+        timeout_ms: 5_000,
+        topic: &topic,
+        partition: 0,
+        records: &batch,
+    };
+    let leader = client.leader(&topic, 0).await.unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let answer = leader.call(&request).await.unwrap();
+        codes.push(ErrorCode(answer.partition(&topic, 0).unwrap().error_code));
+    }
+    (codes[0], codes[1], read_all(&client, &topic).await.len())
+}
+
+/// tansu 0.6 checks producer sequences on its memory engine: the resent
+/// batch is refused as a duplicate (so the idempotent producer counts it
+/// as written) and the partition holds each record once.
+#[tokio::test]
+async fn a_resent_idempotent_batch_is_written_once_on_the_memory_engine() {
+    let (first, second, on_topic) = send_twice(&mes_testkit::kafka_brokers(), "resend-memory").await;
+    assert_eq!(first, ErrorCode::NONE);
+    assert!(
+        matches!(second, ErrorCode::NONE | ErrorCode::DUPLICATE_SEQUENCE_NUMBER),
+        "second send answered {second}"
+    );
+    assert_eq!(
+        on_topic, 3,
+        "records on the topic after a resend (answers {first}, {second})"
+    );
+}
+
+/// The same on sqlite storage, which keeps records across a broker kill
+/// (the engine of the publisher's broker-kill suite).
+#[tokio::test]
+async fn a_resent_idempotent_batch_is_written_once_on_the_sqlite_engine() {
+    let dir = std::env::temp_dir().join(format!("mes-kafka-resend-{}", ulid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broker = TansuBroker::start(&mes_testkit::tansu_binary(), "sqlite://tansu.db", &dir).unwrap();
+    let (first, second, on_topic) = send_twice(&broker.address(), "resend-sqlite").await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(first, ErrorCode::NONE);
+    assert!(
+        matches!(second, ErrorCode::NONE | ErrorCode::DUPLICATE_SEQUENCE_NUMBER),
+        "second send answered {second}"
+    );
+    assert_eq!(
+        on_topic, 3,
+        "records on the topic after a resend (answers {first}, {second})"
+    );
+}
+
+/// Duplicate header names in order and a header name that is not UTF-8
+/// survive the broker both ways, and a batch of many records read from the
+/// middle starts where asked.
+#[tokio::test]
+async fn headers_keep_order_duplicates_and_raw_names_through_the_broker() {
+    let topic = topic_name("headers");
+    let brokers = mes_testkit::kafka_brokers();
+    let client = client_with_topic(&brokers, &topic).await;
+    let mut odd = record("k", 5_000);
+    odd.headers = vec![
+        (b"ce_type".to_vec(), b"first".to_vec()),
+        (vec![0xff, 0xfe, b'x'], b"raw name".to_vec()),
+        (b"ce_type".to_vec(), b"second".to_vec()),
+        (b"empty".to_vec(), Vec::new()),
+    ];
+    let identity = ProducerIdentity::new(client.clone());
+    let mut producer = PartitionProducer::new(client.clone(), Some(identity), &topic, 0, Compression::None);
+    let first = producer.produce(&[odd.clone()]).await.unwrap();
+    let batch: Vec<Record> = (0..10).map(|i| record(&format!("r{i}"), 6_000 + i)).collect();
+    let base = producer.produce(&batch).await.unwrap();
+    assert_eq!(base, first + 1);
+
+    let read = read_all(&client, &topic).await;
+    assert_eq!(read.len(), 11);
+    assert_eq!(read[0].headers, odd.headers);
+    assert_eq!(read[0].key, odd.key);
+    assert_eq!(read[0].offset, first);
+    let keys: Vec<_> = read[1..].iter().map(|r| r.key.clone().unwrap()).collect();
+    let expected: Vec<_> = batch.iter().map(|r| r.key.clone().unwrap()).collect();
+    assert_eq!(keys, expected);
+}
