@@ -236,10 +236,16 @@ fn summarise(lines: &[String]) {
     if let (Some(noop), Some(cache), Some(raw)) = (
         rate("consumer_noop"),
         rate("consumer_cache_invalidation"),
-        rate("raw_rskafka_fetch"),
+        rate("raw_mes_kafka_fetch"),
     ) {
         println!("\nConsumer throughput, 20000 events, 6 partitions, one group member:");
-        println!("  raw_rskafka_fetch          {raw:>10.0} events/s (fetch only)");
+        println!("  raw_mes_kafka_fetch        {raw:>10.0} events/s (fetch only, the consumer's path)");
+        if let Some(rskafka) = rate("raw_rskafka_fetch") {
+            println!(
+                "  raw_rskafka_fetch          {rskafka:>10.0} events/s = mes-kafka at {:.2}x rskafka",
+                raw / rskafka
+            );
+        }
         println!(
             "  consumer, no-op handler    {noop:>10.0} events/s = {:.2} of raw fetch",
             noop / raw

@@ -1,5 +1,6 @@
 //! Consumer throughput and cache-sync latency against a real broker and
-//! Redis, with raw rskafka fetching the same records as the baseline. Run
+//! Redis, with raw fetches of the same records (mes-kafka's, which the
+//! consumer runs on, and rskafka's) as the baselines. Run
 //! by `cargo xtask bench kafka`, which starts the broker and Redis.
 //!
 //! Environment: `MES_BENCH_KAFKA_BROKERS`, `MES_BENCH_REDIS_URL`,
@@ -73,6 +74,7 @@ async fn main() {
     }
 
     raw_fetch(&brokers, count).await;
+    raw_mes_kafka_fetch(&brokers, count).await;
 
     let cache = ReferenceDataCache::connect(
         CacheConfig::from_url(&redis)
@@ -205,4 +207,39 @@ async fn raw_fetch(brokers: &str, count: usize) {
     }
     assert_eq!(read, count);
     report("raw_rskafka_fetch", count, started.elapsed());
+}
+
+/// mes-kafka's `PartitionFetcher` fetching every partition from the start,
+/// concurrently, doing nothing with the records: the consumer's own ceiling.
+async fn raw_mes_kafka_fetch(brokers: &str, count: usize) {
+    let client = mes_kafka::KafkaClient::connect(mes_kafka::KafkaConfig::new([brokers]))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for partition in 0..i32::from(PARTITIONS) {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let end = client
+                .list_offset(TOPIC, partition, mes_kafka::OffsetSpec::Latest)
+                .await
+                .unwrap();
+            let mut fetcher = mes_kafka::PartitionFetcher::new(client, TOPIC, partition)
+                .max_wait(Duration::from_millis(500))
+                .max_bytes(1024 * 1024);
+            let (mut offset, mut read) = (0, 0);
+            while offset < end {
+                let fetched = fetcher.fetch(offset).await.unwrap();
+                read += fetched.records.len();
+                offset = fetched.next_offset;
+            }
+            read
+        }));
+    }
+    let mut read = 0;
+    for task in tasks {
+        read += task.await.unwrap();
+    }
+    assert_eq!(read, count);
+    report("raw_mes_kafka_fetch", count, started.elapsed());
 }
