@@ -235,7 +235,7 @@ impl PartitionProducer {
         self.encode(records, identity)
             .map_err(|e| self.failed(Delivery::NotWritten, e))?;
         loop {
-            let attempt = match self.attempt().await {
+            let (attempt, renewed) = match self.attempt().await {
                 Outcome::Written(base_offset) => {
                     self.sequence = self
                         .sequence
@@ -245,7 +245,7 @@ impl PartitionProducer {
                     }
                     return Ok(base_offset);
                 }
-                Outcome::Failed(attempt) => attempt,
+                Outcome::Failed(attempt) => (attempt, false),
                 Outcome::LostProducer(attempt) => {
                     maybe_written |= attempt.maybe_written;
                     let (Some(shared), Some(seen)) = (&self.identity, identity) else {
@@ -258,14 +258,16 @@ impl PartitionProducer {
                     identity = Some(renewed);
                     self.encode(records, identity)
                         .map_err(|e| self.failed(delivery(maybe_written), e))?;
-                    attempt
+                    (attempt, true)
                 }
             };
             maybe_written |= attempt.maybe_written;
             if attempt.stale_connection {
                 continue;
             }
-            if !attempt.error.is_retriable() || Instant::now() + backoff > deadline {
+            // Under a renewed identity the batch is sent again (its code,
+            // not retriable as such, was answered by the renewal).
+            if !(renewed || attempt.error.is_retriable()) || Instant::now() + backoff > deadline {
                 return Err(self.failed(delivery(maybe_written), attempt.error));
             }
             debug!(error = %attempt.error, ?backoff, "produce failed; retrying");
