@@ -7,7 +7,7 @@ use super::primitives::{DecodeError, Reader, Writer};
 
 /// Sends one record set (already written as record batches) to one
 /// partition. The publisher's hot path writes the same request straight
-/// into its buffer with [`write_produce_body`], without this struct.
+/// into its buffer (`write_produce_body`), without this struct.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceRequest<'a> {
     /// -1: leader only, 1: leader, -1 (all): every in-sync replica.
