@@ -2,9 +2,9 @@
 confluent-kafka, configured like a careful Java/kafkajs-compatible
 producer (linger.ms 5, acks all, murmur2 partitioner).
 
-Usage: confluent_producer.py BROKERS TOPIC EVENTS
+Usage: confluent_producer.py BROKERS TOPIC EVENTS [idempotent]
 Prints `RESULT confluent_kafka <events/s>` and `CPU confluent_kafka <µs per
-event>` (this process, librdkafka's threads included), and with
+event>` (`confluent_kafka_idempotent` with `enable.idempotence=true`) (this process, librdkafka's threads included), and with
 MES_BENCH_BROKER_PID the broker's `CPU broker_confluent_kafka` meanwhile.
 """
 
@@ -17,7 +17,10 @@ import time
 from confluent_kafka import Producer
 
 brokers, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+idempotent = sys.argv[4:5] == ["idempotent"]
+name = "confluent_kafka_idempotent" if idempotent else "confluent_kafka"
 producer = Producer({
+    "enable.idempotence": idempotent,
     "bootstrap.servers": brokers,
     "linger.ms": 5,
     "acks": "all",
@@ -78,7 +81,7 @@ elapsed = time.perf_counter() - started
 cpu, broker_after = time.process_time() - cpu_before, broker_cpu_seconds()
 if remaining or failed:
     raise SystemExit(f"confluent-kafka: {remaining} undelivered, {len(failed)} failed: {failed[:3]}")
-print(f"RESULT confluent_kafka {count / elapsed:.0f}")
-print(f"CPU confluent_kafka {cpu * 1e6 / count:.2f}")
+print(f"RESULT {name} {count / elapsed:.0f}")
+print(f"CPU {name} {cpu * 1e6 / count:.2f}")
 if broker_before is not None:
-    print(f"CPU broker_confluent_kafka {(broker_after - broker_before) * 1e6 / count:.2f}")
+    print(f"CPU broker_{name} {(broker_after - broker_before) * 1e6 / count:.2f}")

@@ -44,9 +44,9 @@ pub(crate) fn bench() -> Result<()> {
         let topic = |name: &str| format!("mes.bench{run}{name}.events");
         // Single-publish latency once: it does not depend on the others.
         let only = if round == 0 {
-            "raw_rskafka,event_publisher,latency"
+            "raw_rskafka,event_publisher,event_publisher_no_idempotence,latency"
         } else {
-            "raw_rskafka,event_publisher"
+            "raw_rskafka,event_publisher,event_publisher_no_idempotence"
         };
         results.extend(capture(
             cargo_in_workspace()
@@ -72,6 +72,12 @@ pub(crate) fn bench() -> Result<()> {
             Command::new(&python)
                 .arg(bench_dir.join("confluent_producer.py"))
                 .args([&brokers, &topic("confluent"), EVENTS])
+                .env("MES_BENCH_BROKER_PID", &broker_pid),
+        )?);
+        results.extend(capture(
+            Command::new(&python)
+                .arg(bench_dir.join("confluent_producer.py"))
+                .args([&brokers, &topic("confluentidem"), EVENTS, "idempotent"])
                 .env("MES_BENCH_BROKER_PID", &broker_pid),
         )?);
         results.extend(capture(
@@ -110,6 +116,12 @@ pub(crate) fn bench() -> Result<()> {
             .env("MES_BENCH_REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
             .env("MES_BENCH_RUN", &run)
             .env("MES_BENCH_EVENTS", "20000"),
+    )?);
+    // librdkafka's consumer on the topic the consumer bench filled.
+    results.extend(capture(
+        Command::new(&python)
+            .arg(bench_dir.join("confluent_consumer.py"))
+            .args([&brokers, "mes.material.events"]),
     )?);
     drop(redis);
     drop(broker);
@@ -164,12 +176,14 @@ fn summarise(lines: &[String]) {
     );
     // The Rust measurements ran twice: with glibc's malloc (what a service
     // gets by default) and with jemalloc as the global allocator.
-    const PRODUCERS: [&str; 6] = [
+    const PRODUCERS: [&str; 8] = [
         "raw_rskafka",
         "event_publisher",
+        "event_publisher_no_idempotence",
         "raw_rskafka_jemalloc",
         "event_publisher_jemalloc",
         "confluent_kafka",
+        "confluent_kafka_idempotent",
         "kafkajs",
     ];
     for name in PRODUCERS {
@@ -190,6 +204,15 @@ fn summarise(lines: &[String]) {
                 ours / rdkafka
             );
         }
+    }
+    if let (Some(ours), Some(rdkafka)) = (rate("event_publisher"), rate("confluent_kafka_idempotent")) {
+        println!(
+            "  idempotent: EventPublisher / librdkafka (enable.idempotence=true) = {:.2} (goal >= 1.00)",
+            ours / rdkafka
+        );
+    }
+    if let (Some(on), Some(off)) = (rate("event_publisher"), rate("event_publisher_no_idempotence")) {
+        println!("  EventPublisher idempotent / not idempotent = {:.2}", on / off);
     }
     println!("  CPU per event during each run (µs; the client's process, and the broker meanwhile):");
     for name in PRODUCERS {
@@ -244,6 +267,12 @@ fn summarise(lines: &[String]) {
             println!(
                 "  raw_rskafka_fetch          {rskafka:>10.0} events/s = mes-kafka at {:.2}x rskafka",
                 raw / rskafka
+            );
+        }
+        if let Some(rdkafka) = rate("confluent_kafka_consumer") {
+            println!(
+                "  librdkafka consumer        {rdkafka:>10.0} events/s = mes-kafka at {:.2}x librdkafka (goal >= 1.00)",
+                raw / rdkafka
             );
         }
         println!(

@@ -167,7 +167,13 @@ fn publishable_crates_carry_registry_metadata_and_versioned_internal_deps() {
     publishable.sort();
     assert_eq!(
         publishable,
-        ["mes-cache", "mes-events-types", "mes-kafka", "mes-publisher", "mes-sync"]
+        [
+            "mes-cache",
+            "mes-events-types",
+            "mes-kafka",
+            "mes-publisher",
+            "mes-sync"
+        ]
     );
 }
 

@@ -15,9 +15,7 @@ use std::time::Duration;
 use mes_kafka::protocol::create_topics::NewTopic;
 use mes_kafka::protocol::produce::ProduceRequest;
 use mes_kafka::protocol::record_batch::{Compression, ProducerStamp, Record, write_record_batch};
-use mes_kafka::{
-    ErrorCode, KafkaClient, KafkaConfig, OffsetSpec, PartitionFetcher, PartitionProducer, ProducerIdentity,
-};
+use mes_kafka::{ErrorCode, KafkaClient, KafkaConfig, PartitionFetcher, PartitionProducer, ProducerIdentity};
 use mes_testkit::tansu::TansuBroker;
 
 fn topic_name(test: &str) -> String {
@@ -60,17 +58,24 @@ fn record(key: &str, time: i64) -> Record {
 
 /// Every record of partition 0 of `topic`, through mes-kafka's fetch path.
 async fn read_all(client: &KafkaClient, topic: &str) -> Vec<Record> {
-    let end = client.list_offset(topic, 0, OffsetSpec::Latest).await.unwrap();
     let mut fetcher = PartitionFetcher::new(client.clone(), topic, 0).max_wait(Duration::from_millis(50));
     let mut read = Vec::new();
     let mut offset = 0;
-    while offset < end {
+    // Up to the high watermark the fetches report: tansu's memory engine
+    // answers ListOffsets(latest) wrongly after a multi-record batch.
+    loop {
         let fetched = fetcher.fetch(offset).await.unwrap();
-        assert!(fetched.next_offset > offset, "no progress at {offset} of {end}");
         read.extend(fetched.records.into_iter().map(Result::unwrap));
+        if fetched.next_offset >= fetched.high_watermark {
+            return read;
+        }
+        assert!(
+            fetched.next_offset > offset,
+            "no progress at {offset} of {}",
+            fetched.high_watermark
+        );
         offset = fetched.next_offset;
     }
-    read
 }
 
 /// Sends one stamped batch of three records twice, as a producer that lost

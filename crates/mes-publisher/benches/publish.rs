@@ -49,9 +49,11 @@ const ALLOCATOR_SUFFIX: &str = if cfg!(mes_bench_jemalloc) { "_jemalloc" } else 
 
 const PARTITIONS: u16 = 6;
 /// Every producer of the run gets a topic of its own.
-const TOPICS: [&str; 6] = [
+const TOPICS: [&str; 8] = [
     "rskafka",
     "publisher",
+    "publishernoidem",
+    "confluentidem",
     "latency",
     "latencynolinger",
     "confluent",
@@ -106,16 +108,25 @@ async fn main() {
         raw_rskafka(&brokers, &event_type(&run, "rskafka"), count).await;
     }
 
-    if wanted("event_publisher") {
-        let publisher = EventPublisher::connect(config.clone()).await.unwrap();
-        let all = events(&event_type(&run, "publisher"), count);
+    // Idempotent (the default), and without idempotence for comparison.
+    for (wanted_as, topic, idempotence) in [
+        ("event_publisher", "publisher", true),
+        ("event_publisher_no_idempotence", "publishernoidem", false),
+    ] {
+        if !wanted(wanted_as) {
+            continue;
+        }
+        let publisher = EventPublisher::connect(config.clone().idempotence(idempotence))
+            .await
+            .unwrap();
+        let all = events(&event_type(&run, topic), count);
         let cpu = cpu_time();
         let started = Instant::now();
         // Like librdkafka's produce-everything-then-flush.
         for outcome in publisher.publish_batch(&all).await {
             outcome.unwrap();
         }
-        let name = format!("event_publisher{ALLOCATOR_SUFFIX}");
+        let name = format!("{wanted_as}{ALLOCATOR_SUFFIX}");
         report(&name, count, started.elapsed());
         report_cpu(&name, count, cpu);
         publisher.disconnect().await;

@@ -807,7 +807,12 @@ fn decompress(codec: i16, bytes: &[u8], max: usize) -> Result<Cow<'_, [u8]>, Dec
         3 => lz4(bytes, max).map(Cow::Owned),
         #[cfg(feature = "compression-zstd")]
         4 => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(bytes)
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes)
+                .map_err(|e| DecodeError::new(format!("zstd: {e}")))?;
+            // zstd allocates the window a frame declares before it decodes
+            // a byte: refuse one larger than the cap allows.
+            decoder
+                .window_log_max(zstd_window_log_max(max))
                 .map_err(|e| DecodeError::new(format!("zstd: {e}")))?;
             read_capped("zstd", decoder, max).map(Cow::Owned)
         }
@@ -848,6 +853,18 @@ fn too_big(codec: &str, max: usize) -> DecodeError {
     DecodeError::new(format!(
         "{codec}: the records decompress to more than {max} bytes"
     ))
+}
+
+/// The largest zstd window (log 2) read under a cap of `max` bytes: twice
+/// the cap, but at least 2^23 (8 MiB, the largest window zstd's levels
+/// 1-19 write, so no batch from a usual producer is refused for it) and at
+/// most 2^27 (zstd's default limit, which the default cap reaches). Without
+/// it a 150-byte batch could make zstd allocate up to 128 MiB whatever the
+/// cap.
+#[cfg(feature = "compression-zstd")]
+fn zstd_window_log_max(max: usize) -> u32 {
+    let cap_log = usize::BITS - max.saturating_sub(1).leading_zeros();
+    (cap_log + 1).clamp(23, 27)
 }
 
 /// Reads `reader` to its end, failing past `max` bytes (it stops reading
@@ -1243,6 +1260,31 @@ mod tests {
             assert!(error.to_string().contains("more than 65536 bytes"), "{error}");
             assert_eq!(read_ok(&buf).len(), 1);
         }
+    }
+
+    /// Found by `cargo xtask fuzz` (record_batches): a frame declaring a
+    /// 64 MiB window and holding 5 bytes made zstd allocate the window.
+    #[cfg(feature = "compression-zstd")]
+    #[test]
+    fn zstd_refuses_a_window_larger_than_the_cap_allows() {
+        // Magic, no content size, the window descriptor, one raw last block of "hello".
+        let frame = |window_descriptor: u8| {
+            let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, window_descriptor, 0x29, 0, 0];
+            frame.extend_from_slice(b"hello");
+            frame
+        };
+        let window_64_mib = frame(0x80);
+        let window_8_mib = frame(0x68);
+        let error = decompress(4, &window_64_mib, 1 << 20).unwrap_err();
+        assert!(error.to_string().contains("zstd"), "{error}");
+        assert_eq!(&*decompress(4, &window_8_mib, 1 << 20).unwrap(), b"hello");
+        assert_eq!(
+            &*decompress(4, &window_64_mib, MAX_DECOMPRESSED_BYTES).unwrap(),
+            b"hello"
+        );
+        assert_eq!(zstd_window_log_max(MAX_DECOMPRESSED_BYTES), 27);
+        assert_eq!(zstd_window_log_max(0), 23);
+        assert_eq!(zstd_window_log_max(usize::MAX), 27);
     }
 
     #[cfg(feature = "compression-snappy")]
