@@ -21,6 +21,12 @@
 //! for the Material service's table (no outbox), and the consumer's rules
 //! and handler through `EventConsumer::dispatch`.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the demo narrates its scenario on the terminal"
+)]
+
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;

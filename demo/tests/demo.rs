@@ -2,6 +2,14 @@
 //! test doubles (no service needed), and on real services (a tansu broker
 //! of its own, Redis and PostgreSQL from `cargo xtask test`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "a test: a failed step fails it, and it shows the demo's output when it does"
+)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

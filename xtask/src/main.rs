@@ -2,8 +2,15 @@
 //!
 //! Run `cargo xtask help` for the list.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool: it reports to the terminal"
+)]
+
 mod bench;
 mod crates;
+mod fuzz;
 mod package;
 mod redis;
 mod services;
@@ -42,6 +49,11 @@ Tasks:
               one mes-cache alone, print their `cargo tree` and fail if the
               first pulls in a runtime or network crate or the second a Kafka
               client. Extra args go to `cargo publish` (e.g. --allow-dirty).
+  fuzz        Fuzz mes-kafka's decoders (answers, record batches, consumer
+              protocol) with libFuzzer on stable: `fuzz [SECONDS] [TARGET...]`,
+              60 s per target by default; corpus in fuzz/corpus/<target>.
+              Prints executions, crashes and peak RSS per target; fails on a
+              crash, naming the saved input.
   ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
               without warnings, cargo deny (bans, licenses, sources), then `test`.
   help        This text.
@@ -81,6 +93,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "demo" => demo(rest),
         "package" => package::package(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "bench" => match rest.split_first() {
             Some((which, args)) if which == "redis" => redis::bench(args),
             Some((which, _)) if which == "kafka" => bench::bench(),
@@ -158,7 +171,53 @@ fn ci() -> Result<()> {
         .arg("deny")
         .args(["--all-features", "check", "bans", "licenses", "sources"])
         .env("PATH", prepend_path(deny.parent().unwrap_or(Path::new(".")))))?;
+    check_feature_sets()?;
     test(&[])
+}
+
+/// Each published crate builds with no default features, and with each of
+/// its features alone: a feature that only compiles beside another is a
+/// broken build for the service that takes it alone.
+fn check_feature_sets() -> Result<()> {
+    let output = cargo_in_workspace()
+        .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("cannot read cargo metadata: {e}"))?;
+    let packages = metadata
+        .get("packages")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for krate in crates::PUBLISH_ORDER {
+        let features: Vec<String> = packages
+            .iter()
+            .find(|p| p.get("name").and_then(serde_json::Value::as_str) == Some(krate))
+            .and_then(|p| p.get("features"))
+            .and_then(serde_json::Value::as_object)
+            .map(|f| f.keys().filter(|k| *k != "default").cloned().collect())
+            .unwrap_or_default();
+        let mut sets: Vec<Option<&str>> = vec![None];
+        sets.extend(features.iter().map(|f| Some(f.as_str())));
+        for set in sets {
+            eprintln!("xtask: {krate} with no default features {}", set.unwrap_or(""));
+            let mut check = cargo_in_workspace();
+            check.args([
+                "clippy",
+                "--locked",
+                "-p",
+                krate,
+                "--no-default-features",
+                "--all-targets",
+            ]);
+            if let Some(feature) = set {
+                check.args(["--features", feature]);
+            }
+            run(check.args(["--", "-D", "warnings"]))?;
+        }
+    }
+    Ok(())
 }
 
 fn prepend_path(dir: &Path) -> std::ffi::OsString {

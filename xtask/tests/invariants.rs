@@ -1,5 +1,7 @@
 //! Repository invariants (see ARCHITECTURE.md), checked as ordinary tests.
 
+#![allow(clippy::unwrap_used, reason = "a test: a failed step fails it")]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,6 +108,26 @@ fn the_kafka_layer_knows_no_mes_crate_and_the_cache_no_kafka_layer() {
         !normal_dependency_closure("mes-cache").contains("mes-kafka"),
         "mes-cache must not depend on mes-kafka"
     );
+}
+
+/// Every crate of the workspace (the test kit, demo, e2e and xtask too)
+/// inherits `[workspace.lints]` and keeps no lint table of its own; a crate
+/// that must differ says so in its source, with a reason.
+#[test]
+fn every_crate_inherits_the_workspace_lints() {
+    let metadata = metadata();
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        let manifest = std::fs::read_to_string(package["manifest_path"].as_str().unwrap()).unwrap();
+        assert!(
+            manifest.contains("[lints]\nworkspace = true"),
+            "{name}: needs `[lints] workspace = true`"
+        );
+        assert!(
+            !manifest.contains("[lints."),
+            "{name}: overrides the workspace lints in its manifest"
+        );
+    }
 }
 
 fn metadata() -> Value {

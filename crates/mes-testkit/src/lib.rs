@@ -30,6 +30,11 @@
 //!   [`tansu::TlsTansu`] (tansu behind a [`tls_proxy::TlsProxy`]) and the
 //!   throwaway certificates of [`pki`].
 
+#![allow(
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "a test kit fails the test that asked for a missing service with a panic saying how to get it, and says what it starts"
+)]
 #[cfg(feature = "containers")]
 mod containers;
 #[cfg(feature = "kafka")]

@@ -9,6 +9,13 @@
 //! is such a child (the marker variable `CHILD` is set) or runs the
 //! scenarios, each in a child of its own, and exits non-zero if one fails.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::panic,
+    unreachable_pub,
+    reason = "a test binary without libtest (harness = false): it reports and fails by itself"
+)]
+
 #[cfg(unix)]
 fn main() -> std::process::ExitCode {
     checks::main()

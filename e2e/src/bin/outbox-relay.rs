@@ -7,6 +7,14 @@
 //! killed. Without it, it relays until no row is ready, prints
 //! `DRAINED <published>` and exits.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test process: its stdout is the protocol with the test that runs it, and it dies loudly on a broken set-up"
+)]
+
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -6,6 +6,14 @@
 //! `HANDLED <event id>` after each event, then runs until killed (or until
 //! stdin closes, when it shuts down gracefully).
 
+#![allow(
+    clippy::print_stdout,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test process: its stdout is the protocol with the test that runs it, and it dies loudly on a broken set-up"
+)]
+
 use std::io::Write;
 use std::time::Duration;
 
