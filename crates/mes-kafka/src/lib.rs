@@ -87,6 +87,7 @@ mod config;
 mod connection;
 mod error;
 mod fetch;
+mod group;
 mod producer;
 pub mod protocol;
 #[cfg(feature = "tls")]
@@ -97,4 +98,5 @@ pub use config::{KafkaConfig, RetryPolicy, SaslCredentials, SaslMechanism, TlsSe
 pub use connection::{BrokerConnection, BrokerStream};
 pub use error::{BoxError, Error, ErrorCode, Result};
 pub use fetch::{Fetched, PartitionFetcher};
+pub use group::{Generation, GroupMember, GroupOptions, ROUND_ROBIN, round_robin};
 pub use producer::{Delivery, PartitionProducer, ProduceError, ProducerIdentity};

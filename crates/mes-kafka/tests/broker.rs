@@ -178,3 +178,116 @@ async fn headers_keep_order_duplicates_and_raw_names_through_the_broker() {
     let expected: Vec<_> = batch.iter().map(|r| r.key.clone().unwrap()).collect();
     assert_eq!(keys, expected);
 }
+
+/// Heartbeats `member` every 100 ms (the protocol's own pace, shortened)
+/// until the coordinator says a rebalance is under way.
+async fn until_rebalance(member: &mut mes_kafka::GroupMember) {
+    let mut beat = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        beat.tick().await;
+        match member.heartbeat().await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(ErrorCode::REBALANCE_IN_PROGRESS) => return,
+            Err(e) => panic!("heartbeat: {e}"),
+        }
+    }
+}
+
+fn partitions_of(generation: &mes_kafka::Generation) -> Vec<i32> {
+    generation.partitions.iter().map(|(_, p)| *p).collect()
+}
+
+/// Two members of one group on a 6-partition topic, by Kafka's group
+/// protocol: the first takes all six, the second's join makes the first
+/// rejoin and each gets its round-robin share; commits of one generation
+/// are read by the other member and by an admin; the group shows in
+/// ListGroups and DescribeGroups; when one leaves, the other takes all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_share_a_group_commit_and_take_over() {
+    use mes_kafka::{GroupMember, GroupOptions};
+    let brokers = mes_testkit::kafka_brokers();
+    let topic = topic_name("group");
+    let client = KafkaClient::connect(KafkaConfig::new([brokers.as_str()]))
+        .await
+        .unwrap();
+    client
+        .create_topic(NewTopic {
+            name: topic.clone(),
+            num_partitions: 6,
+            replication_factor: 1,
+            configs: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let group = format!("{topic}-group");
+    let options = GroupOptions::new(&group, vec![topic.clone()])
+        .session_timeout(Duration::from_secs(10))
+        .rebalance_timeout(Duration::from_secs(10));
+    let mut first = GroupMember::new(client.clone(), options.clone());
+    let alone = first.join().await.unwrap();
+    assert!(alone.is_leader());
+    assert_eq!(partitions_of(&alone), (0..6).collect::<Vec<_>>());
+    assert!(alone.unsubscribed.is_empty() && alone.subscription_gaps.is_empty());
+
+    let mut second = GroupMember::new(client.clone(), options);
+    let second_join = tokio::spawn(async move {
+        let generation = second.join().await.unwrap();
+        (second, generation)
+    });
+    until_rebalance(&mut first).await;
+    let mine = first.join().await.unwrap();
+    let (mut second, theirs) = second_join.await.unwrap();
+    assert_eq!(mine.generation_id, theirs.generation_id);
+    assert!(mine.generation_id > alone.generation_id);
+    let (low, high) = if mine.member_id < theirs.member_id {
+        (&mine, &theirs)
+    } else {
+        (&theirs, &mine)
+    };
+    assert_eq!(
+        partitions_of(low),
+        vec![0, 2, 4],
+        "sorted member ids, dealt in turn"
+    );
+    assert_eq!(partitions_of(high), vec![1, 3, 5]);
+
+    let offsets: Vec<(String, i32, i64)> = mine
+        .partitions
+        .iter()
+        .map(|(t, p)| (t.clone(), *p, 10 + i64::from(*p)))
+        .collect();
+    first.commit(&offsets).await.unwrap();
+    let asked: Vec<(String, i32)> = (0..6).map(|p| (topic.clone(), p)).collect();
+    let seen = second.committed(&asked).await.unwrap();
+    for ((t, p), offset) in &seen {
+        let expected = mine
+            .partitions
+            .contains(&(t.clone(), *p))
+            .then(|| 10 + i64::from(*p));
+        assert_eq!(*offset, expected, "{t}/{p}");
+    }
+    assert_eq!(client.group_offsets(&group, &asked).await.unwrap(), seen);
+    let listed = client.list_groups().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|g| g.group_id == group && g.protocol_type == "consumer"),
+        "{listed:?}"
+    );
+    let described = client.describe_group(&group).await.unwrap();
+    assert_eq!(described.members.len(), 2, "{described:?}");
+    // tansu 0.6 answers DescribeGroups with the member ids and the state
+    // only (no assignor, client ids, subscriptions or assignments).
+    let mut described_ids: Vec<&str> = described.members.iter().map(|m| m.member_id.as_str()).collect();
+    described_ids.sort_unstable();
+    let mut ours = vec![mine.member_id.as_str(), theirs.member_id.as_str()];
+    ours.sort_unstable();
+    assert_eq!(described_ids, ours);
+    assert_eq!(described.protocol_type, "consumer");
+
+    second.leave().await.unwrap();
+    until_rebalance(&mut first).await;
+    let all_again = first.join().await.unwrap();
+    assert_eq!(partitions_of(&all_again), (0..6).collect::<Vec<_>>());
+    first.leave().await.unwrap();
+}
