@@ -261,18 +261,30 @@ impl KafkaClient {
 
     /// The connection to broker `node_id`.
     pub async fn broker_connection(&self, node_id: i32) -> Result<Arc<BrokerConnection>> {
-        let address = self.read_cluster(|c| c.brokers.get(&node_id).cloned());
-        let address = match address {
-            Some(address) => address,
-            None => {
-                self.metadata(Some(Vec::new())).await?;
-                self.read_cluster(|c| c.brokers.get(&node_id).cloned())
-                    .ok_or_else(|| {
-                        Error::broker(format!("broker {node_id} is not in the cluster metadata"), 5)
-                    })?
-            }
-        };
+        let address = self.broker_address(node_id).await?;
         self.connection(&address).await
+    }
+
+    /// Where broker `node_id` listens, reading the metadata if it is not
+    /// known yet.
+    async fn broker_address(&self, node_id: i32) -> Result<String> {
+        if let Some(address) = self.read_cluster(|c| c.brokers.get(&node_id).cloned()) {
+            return Ok(address);
+        }
+        self.metadata(Some(Vec::new())).await?;
+        self.read_cluster(|c| c.brokers.get(&node_id).cloned())
+            .ok_or_else(|| Error::broker(format!("broker {node_id} is not in the cluster metadata"), 5))
+    }
+
+    /// A new connection to `address` for one caller alone (not shared).
+    ///
+    /// A broker answers the requests of one connection in order, one at a
+    /// time, and holds a fetch up to its max wait: a fetch on a shared
+    /// connection would hold up every request queued behind it. So each
+    /// [`PartitionFetcher`](crate::PartitionFetcher) fetches on a
+    /// connection of its own.
+    pub async fn dedicated_connection(&self, address: &str) -> Result<BrokerConnection> {
+        BrokerConnection::open_with(address, &self.inner.config, self.inner.tls.as_ref()).await
     }
 
     fn read_cluster<T>(&self, read: impl FnOnce(&Cluster) -> T) -> T {
@@ -375,6 +387,17 @@ impl KafkaClient {
 
     /// The connection to the leader of `partition` of `topic`.
     pub async fn leader(&self, topic: &str, partition: i32) -> Result<Arc<BrokerConnection>> {
+        let leader = self.leader_id(topic, partition).await?;
+        self.broker_connection(leader).await
+    }
+
+    /// Where the leader of `partition` of `topic` listens.
+    pub async fn leader_address(&self, topic: &str, partition: i32) -> Result<String> {
+        let leader = self.leader_id(topic, partition).await?;
+        self.broker_address(leader).await
+    }
+
+    async fn leader_id(&self, topic: &str, partition: i32) -> Result<i32> {
         let metadata = self.topic(topic).await?;
         let Some(found) = metadata.partitions.iter().find(|p| p.partition == partition) else {
             self.invalidate_topic(topic);
@@ -395,7 +418,7 @@ impl KafkaClient {
                 return Err(Error::broker(format!("leader of {topic}/{partition}"), code.0));
             }
         };
-        self.broker_connection(leader).await
+        Ok(leader)
     }
 
     /// Every topic and its partition count.

@@ -25,8 +25,10 @@ pub struct Fetched {
     pub next_offset: i64,
 }
 
-/// Fetches one partition, keeping its connection to the leader between
-/// fetches.
+/// Fetches one partition, on a connection to the leader of its own (kept
+/// between fetches): a broker answers one connection's requests in order and
+/// holds a fetch up to its max wait, so a shared connection would make the
+/// partitions wait for each other.
 pub struct PartitionFetcher {
     client: KafkaClient,
     topic: String,
@@ -95,9 +97,13 @@ impl PartitionFetcher {
     /// code: the caller decides where to go on.
     pub async fn fetch(&mut self, offset: i64) -> Result<Fetched> {
         loop {
+            // A connection of its own: see `KafkaClient::dedicated_connection`.
             let connection = match self.connection.take() {
                 Some(connection) if !connection.is_broken() => connection,
-                _ => self.client.leader(&self.topic, self.partition).await?,
+                _ => {
+                    let leader = self.client.leader_address(&self.topic, self.partition).await?;
+                    Arc::new(self.client.dedicated_connection(&leader).await?)
+                }
             };
             let request = FetchRequest {
                 max_wait_ms: i32::try_from(self.max_wait.as_millis()).unwrap_or(i32::MAX),
