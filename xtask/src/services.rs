@@ -18,6 +18,7 @@ pub(crate) struct Services {
     postgres_url: String,
     tansu_binary: PathBuf,
     python: PathBuf,
+    node_modules: PathBuf,
     redis: RedisServices,
     kafka_tls: Env,
     _brokers: Vec<TansuBroker>,
@@ -31,6 +32,10 @@ impl Services {
         let python = match std::env::var_os("MES_TEST_PYTHON") {
             Some(python) => PathBuf::from(python),
             None => tools::python_env()?,
+        };
+        let node_modules = match std::env::var_os("MES_TEST_NODE_PATH") {
+            Some(path) => PathBuf::from(path),
+            None => tools::node_env()?,
         };
         let tansu_binary = match std::env::var_os("MES_TEST_TANSU_BIN") {
             Some(binary) => PathBuf::from(binary),
@@ -68,6 +73,7 @@ impl Services {
             postgres_url,
             tansu_binary,
             python,
+            node_modules,
             redis,
             kafka_tls,
             _brokers: brokers,
@@ -83,6 +89,7 @@ impl Services {
             ("MES_TEST_DATABASE_URL", self.postgres_url.as_str().as_ref()),
             ("MES_TEST_TANSU_BIN", self.tansu_binary.as_os_str()),
             ("MES_TEST_PYTHON", self.python.as_os_str()),
+            ("MES_TEST_NODE_PATH", self.node_modules.as_os_str()),
         ] {
             eprintln!("xtask: {name}={}", value.to_string_lossy());
             command.env(name, value);

@@ -291,3 +291,123 @@ async fn two_members_share_a_group_commit_and_take_over() {
     assert_eq!(partitions_of(&all_again), (0..6).collect::<Vec<_>>());
     first.leave().await.unwrap();
 }
+
+/// A kafkajs 2 group member in a child process (`tests/node/group_member.js`).
+struct KafkajsMember {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl KafkajsMember {
+    fn start(brokers: &str, group: &str, topic: &str) -> Self {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/group_member.js");
+        let mut child = std::process::Command::new("node")
+            .arg(script)
+            .args([brokers, group, topic])
+            .env("NODE_PATH", mes_testkit::node_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node (kafkajs) starts");
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next assignment kafkajs reports: its member id, the leader's, and
+    /// its partitions.
+    async fn next_assignment(&self) -> (String, String, Vec<i32>) {
+        let line = tokio::task::block_in_place(|| self.lines.recv_timeout(Duration::from_secs(120)))
+            .expect("kafkajs reports its assignment");
+        let json: serde_json::Value = serde_json::from_str(line.strip_prefix("ASSIGNED ").unwrap()).unwrap();
+        assert_eq!(json["protocol"], mes_kafka::ROUND_ROBIN);
+        let partitions = json["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| i32::try_from(p.as_i64().unwrap()).unwrap())
+            .collect();
+        (
+            json["memberId"].as_str().unwrap().to_owned(),
+            json["leaderId"].as_str().unwrap().to_owned(),
+            partitions,
+        )
+    }
+}
+
+impl Drop for KafkajsMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Rust member and a kafkajs member in one group: each gets the share
+/// kafkajs's RoundRobinAssigner gives, whichever leads; when the Rust
+/// member leaves, kafkajs takes every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_and_a_kafkajs_member_share_one_group() {
+    use mes_kafka::{GroupMember, GroupOptions};
+    let brokers = mes_testkit::kafka_brokers();
+    let topic = topic_name("mixed");
+    let client = KafkaClient::connect(KafkaConfig::new([brokers.as_str()]))
+        .await
+        .unwrap();
+    client
+        .create_topic(NewTopic {
+            name: topic.clone(),
+            num_partitions: 6,
+            replication_factor: 1,
+            configs: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let group = format!("{topic}-group");
+    let options = GroupOptions::new(&group, vec![topic.clone()])
+        .session_timeout(Duration::from_secs(10))
+        .rebalance_timeout(Duration::from_secs(10));
+    let mut rust = GroupMember::new(client.clone(), options);
+    assert_eq!(
+        partitions_of(&rust.join().await.unwrap()),
+        (0..6).collect::<Vec<_>>()
+    );
+
+    let kafkajs = KafkajsMember::start(&brokers, &group, &topic);
+    until_rebalance(&mut rust).await;
+    let ours = rust.join().await.unwrap();
+    let (their_id, leader_id, theirs) = kafkajs.next_assignment().await;
+    assert_eq!(leader_id, ours.leader_id, "both see one leader");
+    let mut all: Vec<i32> = partitions_of(&ours)
+        .into_iter()
+        .chain(theirs.iter().copied())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..6).collect::<Vec<_>>(),
+        "every partition once: ours {ours:?}, kafkajs {theirs:?}"
+    );
+    let (low, high) = if ours.member_id < their_id {
+        (partitions_of(&ours), theirs)
+    } else {
+        (theirs, partitions_of(&ours))
+    };
+    assert_eq!(
+        (low, high),
+        (vec![0, 2, 4], vec![1, 3, 5]),
+        "kafkajs's round robin over sorted member ids"
+    );
+
+    rust.leave().await.unwrap();
+    let (_, leader_id, everything) = kafkajs.next_assignment().await;
+    assert_eq!(leader_id, their_id);
+    assert_eq!(everything, (0..6).collect::<Vec<_>>());
+}

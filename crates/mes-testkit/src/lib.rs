@@ -167,6 +167,16 @@ pub fn python() -> PathBuf {
     ))
 }
 
+/// The `node_modules` folder with kafkajs 2 (`MES_TEST_NODE_PATH`), for
+/// the suites that run kafkajs group members beside ours; `cargo xtask
+/// test` installs it from npm into its tools cache.
+///
+/// # Panics
+/// When the variable is unset.
+pub fn node_path() -> PathBuf {
+    PathBuf::from(required_env("MES_TEST_NODE_PATH", "node_modules folder with kafkajs 2"))
+}
+
 /// The standalone Redis the suites share (`MES_TEST_REDIS_URL`), a
 /// `redis://` URL; with the feature `containers`, a Redis container when the
 /// variable is unset.
