@@ -174,7 +174,10 @@ pub fn python() -> PathBuf {
 /// # Panics
 /// When the variable is unset.
 pub fn node_path() -> PathBuf {
-    PathBuf::from(required_env("MES_TEST_NODE_PATH", "node_modules folder with kafkajs 2"))
+    PathBuf::from(required_env(
+        "MES_TEST_NODE_PATH",
+        "node_modules folder with kafkajs 2",
+    ))
 }
 
 /// The standalone Redis the suites share (`MES_TEST_REDIS_URL`), a
