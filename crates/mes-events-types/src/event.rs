@@ -263,7 +263,10 @@ impl<T> DomainEvent<T> {
     /// The Kafka record key: the entity id, else the event id, so that all
     /// events of one entity land on one partition.
     pub fn partition_key(&self) -> &str {
-        self.entity_id.as_deref().unwrap_or(self.id.as_str())
+        self.entity_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .unwrap_or(self.id.as_str())
     }
 
     /// The Kafka topic of this event; see [`topic_for_type`](crate::topic_for_type).
@@ -293,18 +296,20 @@ impl<T> DomainEvent<T> {
     }
 
     /// Sets the entity the event is about: its type (`Part`) and id, which
-    /// becomes the partition key.
+    /// becomes the partition key. An empty id is no id: the event is then
+    /// keyed by its event id, as the legacy producers do.
     #[must_use]
     pub fn with_entity(mut self, entity_type: impl Into<String>, entity_id: impl Into<String>) -> Self {
         self.entity_type = Some(entity_type.into());
-        self.entity_id = Some(entity_id.into());
+        self.entity_id = non_empty(entity_id.into());
         self
     }
 
-    /// Sets the entity id alone.
+    /// Sets the entity id alone (an empty one is no id, as for
+    /// [`with_entity`](Self::with_entity)).
     #[must_use]
     pub fn with_entity_id(mut self, entity_id: impl Into<String>) -> Self {
-        self.entity_id = Some(entity_id.into());
+        self.entity_id = non_empty(entity_id.into());
         self
     }
 
@@ -391,4 +396,11 @@ impl DomainEvent<Value> {
             metadata: parts.metadata,
         }
     }
+}
+
+/// An empty entity id is no entity id: the legacy producers key such an
+/// event by its event id, and an empty record key would put every such
+/// event on one partition with no key at all.
+fn non_empty(id: String) -> Option<String> {
+    (!id.is_empty()).then_some(id)
 }

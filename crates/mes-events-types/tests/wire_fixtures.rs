@@ -234,3 +234,37 @@ fn typed_events_encode_under_their_own_type_only() {
         "{error}"
     );
 }
+
+/// An empty entity id is no entity id: the record is keyed by the event id,
+/// as a legacy producer keys an event without an entity, in both content
+/// modes, and no empty `entityid` travels.
+#[test]
+fn an_empty_entity_id_keys_the_record_by_the_event_id() {
+    use mes_events_types::{ContentMode, DomainEvent, EncodeOptions, PartDeleted, Timestamp, encode};
+    let event = DomainEvent::new(
+        "material-service",
+        PartDeleted {
+            part_id: "P-1".into(),
+            part_number: "N-1".into(),
+            deleted_at: Timestamp::now(),
+        },
+    )
+    .with_entity("Part", "");
+    assert_eq!(event.entity_id(), None);
+    assert_eq!(event.partition_key(), event.id().as_str());
+    assert_eq!(
+        event.clone().with_entity_id("").partition_key(),
+        event.id().as_str()
+    );
+    for mode in [ContentMode::Structured, ContentMode::Binary] {
+        let record = encode(&event, &EncodeOptions::default().mode(mode)).unwrap();
+        assert_eq!(
+            record.key.as_deref(),
+            Some(event.id().as_str().as_bytes()),
+            "{mode:?}"
+        );
+        assert!(record.header("ce_entityid").is_none(), "{mode:?}");
+        let value = String::from_utf8(record.value.clone().unwrap()).unwrap();
+        assert!(!value.contains("\"entityid\":\"\""), "{mode:?}: {value}");
+    }
+}

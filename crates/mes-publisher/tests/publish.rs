@@ -285,3 +285,28 @@ async fn connecting_to_a_dead_address_fails_within_the_bound() {
         started.elapsed()
     );
 }
+
+/// An event whose entity id is empty goes out keyed by its event id (the
+/// legacy producers' key for an event without an entity), never with an
+/// empty key: on the broker, and in the in-memory double alike.
+#[tokio::test]
+async fn an_empty_entity_id_is_published_keyed_by_the_event_id() {
+    let brokers = mes_testkit::kafka_brokers();
+    let publisher = connect(&brokers).await;
+    let event_type = unique_event_type("emptyentity");
+    let topic = event_type.topic().unwrap();
+    create_topic(&publisher, &topic, 3).await;
+    let event = raw_event(&event_type, "", json!({})).with_entity_id("");
+    publisher.publish(&event).await.unwrap();
+    publisher.disconnect().await;
+    let read = read_topic(&brokers, &topic).await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(
+        read[0].record.key.as_deref(),
+        Some(event.id().as_str().as_bytes())
+    );
+
+    let (double, recorded) = EventPublisher::in_memory();
+    double.publish(&event).await.unwrap();
+    assert_eq!(recorded.records()[0].record.key, read[0].record.key);
+}
