@@ -101,6 +101,11 @@ pub enum ContentMode {
     #[default]
     Structured,
     /// The data alone in the value, attributes in `ce_*` headers.
+    ///
+    /// **The TypeScript consumers of the fleet cannot read it**: they parse
+    /// the value as the whole event and find no `id`, `type` or `data` in
+    /// it. Use binary mode only on topics that no legacy consumer reads (the
+    /// Rust consumer reads both).
     Binary,
 }
 

@@ -187,7 +187,11 @@ impl PublisherConfig {
         self
     }
 
-    /// Content mode of the records (default structured).
+    /// Content mode of the records (default structured). Binary mode puts
+    /// the data alone in the value, which **no TypeScript consumer of the
+    /// fleet can read** (it finds no `id` in the value): use it only on
+    /// topics that no legacy consumer reads. A publisher in binary mode says
+    /// so once, as a warning, when it connects.
     #[must_use]
     pub fn content_mode(mut self, mode: ContentMode) -> Self {
         self.encode = self.encode.mode(mode);

@@ -87,6 +87,13 @@ impl EventPublisher {
     #[tracing::instrument(name = "publisher_connect", skip_all, fields(brokers = ?config.brokers()))]
     pub async fn connect(config: PublisherConfig) -> Result<Self, Error> {
         let encode = config.encode;
+        if encode.content_mode() == mes_events_types::ContentMode::Binary {
+            tracing::warn!(
+                "this publisher writes CloudEvents in binary mode: the value is the data alone, which \
+                 no TypeScript consumer of the fleet can read; use it only on topics no legacy \
+                 consumer reads"
+            );
+        }
         let backend = KafkaBackend::connect(config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
