@@ -94,6 +94,13 @@ impl EventConsumer {
 
     /// Handles events of types no enum knows that arrive on the subscribed
     /// topics and have no handler of their own.
+    ///
+    /// It sees only the topics the consumer reads: those of the registered
+    /// event types and cache rules, and those added with
+    /// [`subscribe`](Self::subscribe). An unknown type published to
+    /// `mes.maintenance.events` never reaches it unless that topic is
+    /// subscribed. The consumer logs its topics and handled types when it
+    /// starts.
     #[must_use]
     pub fn on_unknown<F, Fut, E>(mut self, handler: F) -> Self
     where
@@ -130,6 +137,12 @@ impl EventConsumer {
                 reason: "no handler or cache rule registered, so no topic to read".to_owned(),
             });
         }
+        info!(
+            group = %self.config.group_id,
+            topics = ?topics,
+            handled_types = ?self.handlers.registered_types(),
+            "consumer starting"
+        );
         let config = Arc::new(self.config);
         let client = KafkaClient::connect(config.kafka.clone())
             .await

@@ -211,6 +211,23 @@ impl Handlers {
         }
     }
 
+    /// The event types with a handler or a cache rule, and whether unknown
+    /// types have one, for the start-up log.
+    pub(crate) fn registered_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self.by_type.keys().map(ToString::to_string).collect();
+        types.extend(
+            self.sync
+                .iter()
+                .flat_map(|s| s.rules.event_types())
+                .map(|t| format!("{t} (cache rule)")),
+        );
+        if self.unknown.is_some() {
+            types.push("(unknown types)".to_owned());
+        }
+        types.sort();
+        types
+    }
+
     /// Topics the registered types are published to, sorted, without repeats.
     pub(crate) fn topics(&self) -> Result<Vec<String>, mes_events_types::Error> {
         let mut topics = self.extra_topics.clone();
@@ -223,5 +240,38 @@ impl Handlers {
         topics.sort();
         topics.dedup();
         Ok(topics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mes_events_types::PartUpdated;
+
+    /// What the start-up log names: each handled type, and unknown types
+    /// when they have a handler; the topics follow from them.
+    #[test]
+    fn registered_types_and_topics_follow_the_handlers() {
+        let mut handlers = Handlers::default();
+        handlers.typed(|_: DomainEvent<PartUpdated>| async { Ok::<_, std::io::Error>(Effects::none()) });
+        assert_eq!(
+            handlers.registered_types(),
+            vec!["material.part.updated".to_owned()]
+        );
+        handlers.raw(None, |_: DomainEvent<Value>| async {
+            Ok::<_, std::io::Error>(Effects::none())
+        });
+        handlers.extra_topics.push("mes.maintenance.events".to_owned());
+        assert_eq!(
+            handlers.registered_types(),
+            vec!["(unknown types)".to_owned(), "material.part.updated".to_owned()]
+        );
+        assert_eq!(
+            handlers.topics().unwrap(),
+            vec![
+                "mes.maintenance.events".to_owned(),
+                "mes.material.events".to_owned()
+            ]
+        );
     }
 }
