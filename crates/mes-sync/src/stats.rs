@@ -133,6 +133,12 @@ impl ConsumerStats {
         self.partitions.iter().map(|p| p.dead_lettered).sum()
     }
 
+    /// Events of types with no handler, committed without work, over all
+    /// partitions.
+    pub fn ignored(&self) -> u64 {
+        self.partitions.iter().map(|p| p.ignored).sum()
+    }
+
     /// Redeliveries skipped, over all partitions.
     pub fn duplicates(&self) -> u64 {
         self.partitions.iter().map(|p| p.duplicates).sum()

@@ -168,6 +168,7 @@ async fn events_are_handled_in_order_per_entity_with_effects_applied_once() {
         .wait_for(|s| s.duplicates() == 1 && s.handled() == 300 && s.lag() == 0 && s.owned().len() == 3)
         .await;
     assert_eq!(stats.dead_lettered(), 0);
+    assert_eq!(stats.ignored(), 0, "every event has its handler");
     consumer.shutdown().await;
     assert!(seen_rx.try_recv().is_err(), "no event handled twice");
 
