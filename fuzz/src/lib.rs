@@ -36,7 +36,7 @@ use mes_kafka::protocol::offset_commit::OffsetCommitRequest;
 use mes_kafka::protocol::offset_fetch::OffsetFetchRequest;
 use mes_kafka::protocol::produce::ProduceRequest;
 use mes_kafka::protocol::record_batch::{
-    Compression, OwnedRecord, ProducerStamp, RecordBatches, read_record_batches, write_record_batch,
+    Compression, Record, ProducerStamp, RecordBatches, read_record_batches, write_record_batch,
 };
 use mes_kafka::protocol::sasl::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use mes_kafka::protocol::sync_group::SyncGroupRequest;
@@ -356,11 +356,11 @@ pub fn consumer_protocol(data: &[u8]) {
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut seeds = Vec::new();
     let records = [
-        OwnedRecord::new(Some(b"P-1".to_vec()), Some(b"{\"a\":1}".to_vec()))
+        Record::new(Some(b"P-1".to_vec()), Some(b"{\"a\":1}".to_vec()))
             .header("ce_type", "material.part.updated")
             .header("ce_type", "again"),
-        OwnedRecord::new(None, None),
-        OwnedRecord::new(Some(b"k".to_vec()), Some(vec![b'x'; 300])).at(1_700_000_000_000),
+        Record::new(None, None),
+        Record::new(Some(b"k".to_vec()), Some(vec![b'x'; 300])).at(1_700_000_000_000),
     ];
     let codecs = [
         ("none", Compression::None),

@@ -37,7 +37,7 @@
 //!
 //! ```
 //! use mes_kafka::protocol::create_topics::NewTopic;
-//! use mes_kafka::protocol::record_batch::{Compression, OwnedRecord};
+//! use mes_kafka::protocol::record_batch::{Compression, Record};
 //! use mes_kafka::{KafkaClient, KafkaConfig, PartitionFetcher, PartitionProducer, ProducerIdentity};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -48,7 +48,7 @@
 //!
 //! let identity = ProducerIdentity::new(client.clone()); // idempotent
 //! let mut producer = PartitionProducer::new(client.clone(), Some(identity), &topic, 0, Compression::None);
-//! let record = OwnedRecord::new(Some(b"P-1".to_vec()), Some(b"{}".to_vec()))
+//! let record = Record::new(Some(b"P-1".to_vec()), Some(b"{}".to_vec()))
 //!     .header("ce_type", "material.part.updated")
 //!     .header("ce_type", "a second header of the same name, kept");
 //! let offset = producer.produce(&[record]).await?;

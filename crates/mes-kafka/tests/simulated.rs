@@ -25,7 +25,7 @@ use common::scripted::{
 };
 use mes_kafka::protocol::metadata::MetadataRequest;
 use mes_kafka::protocol::produce::ProduceRequest;
-use mes_kafka::protocol::record_batch::{Compression, OwnedRecord};
+use mes_kafka::protocol::record_batch::{Compression, Record};
 use mes_kafka::{
     BrokerConnection, Delivery, Error, ErrorCode, Fetched, KafkaClient, KafkaConfig, OffsetSpec,
     PartitionFetcher, PartitionProducer, ProducerIdentity, RetryPolicy,
@@ -135,7 +135,7 @@ async fn every_request_frame_arrives_whole_with_its_size() {
             };
             connection.call(&request).await.unwrap();
             let value = vec![b'x'; 500 * (i + 1)];
-            let set = batch(0, &[OwnedRecord::new(None, Some(value))]);
+            let set = batch(0, &[Record::new(None, Some(value))]);
             let produce = ProduceRequest {
                 acks: -1,
                 timeout_ms: 1000,
@@ -519,7 +519,7 @@ async fn a_fetch_from_inside_a_batch_returns_the_records_from_that_offset_on() {
 
 #[tokio::test]
 async fn header_names_come_back_as_they_are() {
-    let record = OwnedRecord::new(None, Some(b"v".to_vec()))
+    let record = Record::new(None, Some(b"v".to_vec()))
         .header(vec![0xff, 0xfe, b'n'], "not UTF-8")
         .header("ce_type", "first")
         .header("ce_type", "second");

@@ -108,66 +108,6 @@ pub trait WireRecord {
     fn timestamp_ms(&self) -> i64;
 }
 
-/// A record to produce that owns its bytes: the plain [`WireRecord`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedRecord {
-    /// The key; `None` is Kafka's null key.
-    pub key: Option<Vec<u8>>,
-    /// The value; `None` is a tombstone.
-    pub value: Option<Vec<u8>>,
-    /// The headers, in order (names may repeat).
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Creation time, milliseconds since the epoch.
-    pub timestamp_ms: i64,
-}
-
-impl OwnedRecord {
-    /// A record of `key` and `value`, no headers, created now.
-    pub fn new(key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
-        Self {
-            key,
-            value,
-            headers: Vec::new(),
-            timestamp_ms: now,
-        }
-    }
-
-    /// Adds a header after the others (a name already there is kept too).
-    #[must_use]
-    pub fn header(mut self, name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Sets the creation time, milliseconds since the epoch.
-    #[must_use]
-    pub fn at(mut self, timestamp_ms: i64) -> Self {
-        self.timestamp_ms = timestamp_ms;
-        self
-    }
-}
-
-impl WireRecord for OwnedRecord {
-    fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
-    }
-
-    fn value(&self) -> Option<&[u8]> {
-        self.value.as_deref()
-    }
-
-    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))
-    }
-
-    fn timestamp_ms(&self) -> i64 {
-        self.timestamp_ms
-    }
-}
-
 /// The producer fields of a batch header: who wrote it and the sequence of
 /// its first record, for idempotent producing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,7 +262,8 @@ fn write_record<R: WireRecord>(buf: &mut Vec<u8>, offset_delta: i64, time_delta:
 /// One record read from a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Its offset: the batch's base offset plus the record's offset delta.
+    /// Its offset: the batch's base offset plus the record's offset delta
+    /// (ignored when the record is written; -1 from [`Record::new`]).
     pub offset: i64,
     /// Milliseconds since the epoch: the batch's first timestamp plus the
     /// record's delta, or the batch's max timestamp when the batch carries
@@ -336,6 +277,37 @@ pub struct Record {
     /// means them as UTF-8 but does not check); a null header value, which
     /// Kafka allows, reads as empty.
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Record {
+    /// A record to produce of `key` and `value`, no headers, created now
+    /// (its offset, -1, is the broker's to give).
+    pub fn new(key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        Self {
+            offset: -1,
+            timestamp_ms: now,
+            key,
+            value,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header after the others (a name already there is kept too).
+    #[must_use]
+    pub fn header(mut self, name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the creation time, milliseconds since the epoch.
+    #[must_use]
+    pub fn at(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = timestamp_ms;
+        self
+    }
 }
 
 /// A record read back can be written again (to a dead-letter topic, say).
@@ -1112,7 +1084,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis();
-        let record = OwnedRecord::new(Some(b"P-1".to_vec()), Some(b"{}".to_vec()))
+        let record = Record::new(Some(b"P-1".to_vec()), Some(b"{}".to_vec()))
             .header("ce_type", "a")
             .header("ce_type", "b")
             .header(vec![0xff], &b"\x00"[..]);

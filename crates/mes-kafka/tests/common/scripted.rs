@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mes_kafka::BrokerStream;
-use mes_kafka::protocol::record_batch::{Compression, OwnedRecord, ProducerStamp, write_record_batch};
+use mes_kafka::protocol::record_batch::{Compression, ProducerStamp, Record, write_record_batch};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -551,7 +551,7 @@ pub fn list_offsets_answer(version: i16, topic: &str, partition: i32, offset: i6
 }
 
 /// A record batch of `records` at `base_offset`.
-pub fn batch(base_offset: i64, records: &[OwnedRecord]) -> Vec<u8> {
+pub fn batch(base_offset: i64, records: &[Record]) -> Vec<u8> {
     let mut b = Vec::new();
     write_record_batch(&mut b, records, Compression::None, ProducerStamp::NONE).unwrap();
     b[..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -559,10 +559,8 @@ pub fn batch(base_offset: i64, records: &[OwnedRecord]) -> Vec<u8> {
 }
 
 /// `n` records with values `v0`, `v1`, ...
-pub fn records(n: usize) -> Vec<OwnedRecord> {
+pub fn records(n: usize) -> Vec<Record> {
     (0..n)
-        .map(|i| {
-            OwnedRecord::new(Some(b"k".to_vec()), Some(format!("v{i}").into_bytes())).at(1_700_000_000_000)
-        })
+        .map(|i| Record::new(Some(b"k".to_vec()), Some(format!("v{i}").into_bytes())).at(1_700_000_000_000))
         .collect()
 }
