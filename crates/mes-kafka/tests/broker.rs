@@ -32,11 +32,15 @@ fn ulid_like() -> String {
 }
 
 async fn client_with_topic(brokers: &str, topic: &str) -> KafkaClient {
+    client_with_partitions(brokers, topic, 1).await
+}
+
+async fn client_with_partitions(brokers: &str, topic: &str, partitions: i32) -> KafkaClient {
     let client = KafkaClient::connect(KafkaConfig::new([brokers])).await.unwrap();
     let created = client
         .create_topic(NewTopic {
             name: topic.to_owned(),
-            num_partitions: 1,
+            num_partitions: partitions,
             replication_factor: 1,
             configs: Vec::new(),
         })
@@ -193,6 +197,13 @@ async fn until_rebalance(member: &mut mes_kafka::GroupMember) {
     }
 }
 
+/// Membership of `group` on `topic`, with sessions short enough for a test.
+fn group_options(group: &str, topic: &str) -> mes_kafka::GroupOptions {
+    mes_kafka::GroupOptions::new(group, vec![topic.to_owned()])
+        .session_timeout(Duration::from_secs(10))
+        .rebalance_timeout(Duration::from_secs(10))
+}
+
 fn partitions_of(generation: &mes_kafka::Generation) -> Vec<i32> {
     generation.partitions.iter().map(|(_, p)| *p).collect()
 }
@@ -204,25 +215,12 @@ fn partitions_of(generation: &mes_kafka::Generation) -> Vec<i32> {
 /// ListGroups and DescribeGroups; when one leaves, the other takes all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_share_a_group_commit_and_take_over() {
-    use mes_kafka::{GroupMember, GroupOptions};
+    use mes_kafka::GroupMember;
     let brokers = mes_testkit::kafka_brokers();
     let topic = topic_name("group");
-    let client = KafkaClient::connect(KafkaConfig::new([brokers.as_str()]))
-        .await
-        .unwrap();
-    client
-        .create_topic(NewTopic {
-            name: topic.clone(),
-            num_partitions: 6,
-            replication_factor: 1,
-            configs: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let client = client_with_partitions(&brokers, &topic, 6).await;
     let group = format!("{topic}-group");
-    let options = GroupOptions::new(&group, vec![topic.clone()])
-        .session_timeout(Duration::from_secs(10))
-        .rebalance_timeout(Duration::from_secs(10));
+    let options = group_options(&group, &topic);
     let mut first = GroupMember::new(client.clone(), options.clone());
     let alone = first.join().await.unwrap();
     assert!(alone.is_leader());
@@ -355,25 +353,12 @@ impl Drop for KafkajsMember {
 /// member leaves, kafkajs takes every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_and_a_kafkajs_member_share_one_group() {
-    use mes_kafka::{GroupMember, GroupOptions};
+    use mes_kafka::GroupMember;
     let brokers = mes_testkit::kafka_brokers();
     let topic = topic_name("mixed");
-    let client = KafkaClient::connect(KafkaConfig::new([brokers.as_str()]))
-        .await
-        .unwrap();
-    client
-        .create_topic(NewTopic {
-            name: topic.clone(),
-            num_partitions: 6,
-            replication_factor: 1,
-            configs: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let client = client_with_partitions(&brokers, &topic, 6).await;
     let group = format!("{topic}-group");
-    let options = GroupOptions::new(&group, vec![topic.clone()])
-        .session_timeout(Duration::from_secs(10))
-        .rebalance_timeout(Duration::from_secs(10));
+    let options = group_options(&group, &topic);
     let mut rust = GroupMember::new(client.clone(), options);
     assert_eq!(
         partitions_of(&rust.join().await.unwrap()),
