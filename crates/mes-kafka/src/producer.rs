@@ -168,6 +168,25 @@ struct Attempt {
     stale_connection: bool,
 }
 
+impl Attempt {
+    /// Failed before the request went out.
+    fn unsent(error: Error) -> Self {
+        Self {
+            error,
+            maybe_written: false,
+            stale_connection: false,
+        }
+    }
+
+    /// Failed after the request went out: the batch may be written.
+    fn maybe_written(error: Error) -> Self {
+        Self {
+            maybe_written: true,
+            ..Self::unsent(error)
+        }
+    }
+}
+
 enum Outcome {
     Written(i64),
     Failed(Attempt),
@@ -322,22 +341,14 @@ impl PartitionProducer {
             _ => match self.client.leader(&self.topic, self.partition).await {
                 Ok(connection) => (connection, false),
                 Err(error) => {
-                    return Outcome::Failed(Attempt {
-                        error,
-                        maybe_written: false,
-                        stale_connection: false,
-                    });
+                    return Outcome::Failed(Attempt::unsent(error));
                 }
             },
         };
         let version = match connection.version::<ProduceRequest<'_>>() {
             Ok(version) => version,
             Err(error) => {
-                return Outcome::Failed(Attempt {
-                    error,
-                    maybe_written: false,
-                    stale_connection: false,
-                });
+                return Outcome::Failed(Attempt::unsent(error));
             }
         };
         set_version(&mut self.frame, version);
@@ -354,9 +365,8 @@ impl PartitionProducer {
                 let stale_connection =
                     kept && matches!(&error, Error::Io { source, .. } if closed_by_peer(source));
                 return Outcome::Failed(Attempt {
-                    error,
-                    maybe_written: true,
                     stale_connection,
+                    ..Attempt::maybe_written(error)
                 });
             }
         };
@@ -369,19 +379,14 @@ impl PartitionProducer {
         let answer = match decoded {
             Ok(answer) => answer,
             Err(error) => {
-                return Outcome::Failed(Attempt {
-                    error,
-                    maybe_written: true,
-                    stale_connection: false,
-                });
+                return Outcome::Failed(Attempt::maybe_written(error));
             }
         };
         let Some(partition) = answer.partition(&self.topic, self.partition) else {
-            return Outcome::Failed(Attempt {
-                error: Error::broker(self.what(), ErrorCode::UNKNOWN_SERVER_ERROR.0),
-                maybe_written: true,
-                stale_connection: false,
-            });
+            return Outcome::Failed(Attempt::maybe_written(Error::broker(
+                self.what(),
+                ErrorCode::UNKNOWN_SERVER_ERROR.0,
+            )));
         };
         let code = ErrorCode(partition.error_code);
         match code {
@@ -394,11 +399,7 @@ impl PartitionProducer {
             | ErrorCode::INVALID_PRODUCER_EPOCH
             | ErrorCode::PRODUCER_FENCED => {
                 self.connection = Some(connection);
-                Outcome::LostProducer(Attempt {
-                    error: Error::broker(self.what(), code.0),
-                    maybe_written: false,
-                    stale_connection: false,
-                })
+                Outcome::LostProducer(Attempt::unsent(Error::broker(self.what(), code.0)))
             }
             _ => {
                 if code.is_stale_metadata() {
@@ -406,14 +407,16 @@ impl PartitionProducer {
                 } else {
                     self.connection = Some(connection);
                 }
-                Outcome::Failed(Attempt {
-                    error: Error::broker(self.what(), code.0),
-                    // The broker may have appended before timing out.
-                    maybe_written: matches!(
-                        code,
-                        ErrorCode::REQUEST_TIMED_OUT | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
-                    ),
-                    stale_connection: false,
+                let error = Error::broker(self.what(), code.0);
+                // The broker may have appended before timing out.
+                let appended = matches!(
+                    code,
+                    ErrorCode::REQUEST_TIMED_OUT | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                );
+                Outcome::Failed(if appended {
+                    Attempt::maybe_written(error)
+                } else {
+                    Attempt::unsent(error)
                 })
             }
         }
