@@ -131,7 +131,7 @@ struct Backing {
 
 impl Backing {
     /// The consumer runs for real only with a real broker to read and a
-    /// real Redis for its group's offsets and leases.
+    /// real Redis for its group's offsets and partition owners.
     fn consumer_is_real(&self) -> bool {
         self.kafka.real().is_some() && self.redis.real().is_some()
     }
@@ -199,7 +199,7 @@ impl fmt::Display for Backing {
         if self.consumer_is_real() {
             writeln!(
                 f,
-                "   {:<11} real: EventConsumer reading the broker, its group's offsets and leases in Redis",
+                "   {:<11} real: EventConsumer reading the broker, its group's offsets and partition owners in Redis",
                 "consumer:"
             )?;
         } else {
@@ -270,7 +270,7 @@ async fn run() -> Result<(), Failure> {
     };
 
     // Clean up, also after a failure: the schema, the cache entries and
-    // the group's state in Redis (offsets, leases, seen event ids).
+    // the group's state in Redis (offsets, partition owners, seen event ids).
     db.drop_schema().await;
     let _ = cache.clear_all().await;
     let _ = cache.close().await;

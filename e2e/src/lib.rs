@@ -12,10 +12,10 @@ pub mod env {
     pub const GROUP: &str = "MES_E2E_GROUP";
     /// The event type to handle (its topic is read).
     pub const EVENT_TYPE: &str = "MES_E2E_EVENT_TYPE";
-    /// This member's name.
+    /// This member's name in the test's output.
     pub const MEMBER: &str = "MES_E2E_MEMBER";
-    /// Lease TTL in milliseconds.
-    pub const LEASE_MS: &str = "MES_E2E_LEASE_MS";
+    /// Session timeout of the group membership, in milliseconds.
+    pub const SESSION_MS: &str = "MES_E2E_SESSION_MS";
     /// PostgreSQL URL of the outbox (`outbox-relay`).
     pub const POSTGRES: &str = "MES_E2E_POSTGRES";
     /// The outbox table, `schema.table` (`outbox-relay`).

@@ -19,10 +19,14 @@ use serde_json::json;
 const ENTITIES: usize = 200;
 const PER_ENTITY: usize = 50;
 const KILLS: usize = 4;
+/// The group's session timeout: a killed member's partitions wait this long
+/// for its successor (tansu drops members whose join it holds longer than
+/// their session, so it cannot be much shorter).
+const SESSION: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_consumers_apply_every_effect_once_in_order() {
-    let (group, _topic, publisher) = Group::with_topic("kill", Duration::from_millis(1000), 4).await;
+    let (group, _topic, publisher) = Group::with_topic("kill", SESSION, 4).await;
     let parsed = EventType::parse(&group.event_type).unwrap();
     let events: Vec<DomainEvent> = (0..ENTITIES * PER_ENTITY)
         .map(|i| {

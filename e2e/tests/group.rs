@@ -1,5 +1,5 @@
 //! Several instances of one service share a group's partitions; a killed
-//! one's partitions move to the others within the lease time.
+//! one's partitions move to the others after its session timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 mod common;
@@ -11,8 +11,8 @@ use common::{Group, Ownership};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_share_partitions_and_take_over_a_killed_ones() {
-    let lease = Duration::from_millis(1500);
-    let (group, _topic, _publisher) = Group::with_topic("group", lease, 4).await;
+    let session = Duration::from_secs(6);
+    let (group, _topic, _publisher) = Group::with_topic("group", session, 4).await;
 
     let (tx, lines) = mpsc::channel();
     let mut owned = Ownership::default();
@@ -36,7 +36,7 @@ async fn members_share_partitions_and_take_over_a_killed_ones() {
     owned.0.remove("b");
     owned.until(&lines, |o| o.all().len() == 4 && o.disjoint() && o.of("b") == 0);
     println!(
-        "b killed holding {orphaned:?}; taken over by a and c after {:?} (lease {lease:?}): {:?}",
+        "b killed holding {orphaned:?}; taken over by a and c after {:?} (session {session:?}): {:?}",
         killed_at.elapsed(),
         owned.0
     );

@@ -36,6 +36,13 @@ use crate::protocol::offset_commit::{OffsetCommitPartition, OffsetCommitRequest,
 use crate::protocol::offset_fetch::{OffsetFetchRequest, OffsetFetchTopic};
 use crate::protocol::sync_group::{SyncGroupAssignment, SyncGroupRequest};
 
+/// What a leader dealt out in one generation.
+struct Dealt {
+    assignments: Vec<SyncGroupAssignment>,
+    gaps: Vec<String>,
+    topics: Vec<(String, usize)>,
+}
+
 /// kafkajs's default assignor, by the name it joins with.
 pub const ROUND_ROBIN: &str = "RoundRobinAssigner";
 
@@ -131,6 +138,12 @@ pub struct Generation {
     /// subscription is the leader's, or when the members' subscriptions
     /// could not be read.
     pub subscription_gaps: Vec<String>,
+    /// The leader's view of what it dealt out: each of its subscribed
+    /// topics that existed, with its partition count (empty when this
+    /// member does not lead). When the cluster's counts drift from these (a
+    /// topic created, partitions added), the leader must rejoin so the new
+    /// partitions get an owner.
+    pub dealt_topics: Vec<(String, usize)>,
 }
 
 impl Generation {
@@ -319,10 +332,12 @@ impl GroupMember {
         self.generation_id = joined.generation_id;
         let leader = joined.leader == joined.member_id;
         let mut subscription_gaps = Vec::new();
+        let mut dealt_topics = Vec::new();
         let assignments = if leader {
-            let (assignments, leader_gaps) = self.assign(&joined.members).await?;
-            subscription_gaps = leader_gaps;
-            assignments
+            let dealt = self.assign(&joined.members).await?;
+            subscription_gaps = dealt.gaps;
+            dealt_topics = dealt.topics;
+            dealt.assignments
         } else {
             Vec::new()
         };
@@ -364,6 +379,7 @@ impl GroupMember {
             partitions,
             unsubscribed,
             subscription_gaps,
+            dealt_topics,
         };
         info!(
             group = %self.options.group_id,
@@ -376,27 +392,32 @@ impl GroupMember {
         Ok(generation)
     }
 
-    /// The leader's work: every member's assignment, by kafkajs's round
-    /// robin over the leader's own subscribed topics; and the topics other
-    /// members subscribed that nobody will be assigned.
-    async fn assign(&self, members: &[JoinGroupMember]) -> Result<(Vec<SyncGroupAssignment>, Vec<String>)> {
+    /// The partitions of each subscribed topic that exists, in
+    /// subscription order, from fresh metadata. A leader deals these out; it
+    /// compares their counts with [`Generation::dealt_topics`] to see when it
+    /// must rejoin.
+    pub async fn subscribed_partitions(&self) -> Result<Vec<(String, Vec<i32>)>> {
         let mut topics = Vec::new();
         for topic in &self.options.topics {
             self.client.invalidate_topic(topic);
             match self.client.topic(topic).await {
                 Ok(metadata) => topics.push((
                     topic.clone(),
-                    metadata
-                        .partitions
-                        .iter()
-                        .map(|p| p.partition)
-                        .collect::<Vec<_>>(),
+                    metadata.partitions.iter().map(|p| p.partition).collect(),
                 )),
                 // A topic that does not exist yet has no partition to deal.
                 Err(Error::UnknownTopic { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
+        Ok(topics)
+    }
+
+    /// The leader's work: every member's assignment, by kafkajs's round
+    /// robin over the leader's own subscribed topics; and the topics other
+    /// members subscribed that nobody will be assigned.
+    async fn assign(&self, members: &[JoinGroupMember]) -> Result<Dealt> {
+        let topics = self.subscribed_partitions().await?;
         let subscriptions: Vec<Subscription> = members
             .iter()
             .filter_map(|m| Subscription::decode(&m.metadata).ok())
@@ -410,7 +431,14 @@ impl GroupMember {
                 assignment: assignment.encode(),
             })
             .collect();
-        Ok((assignments, gaps))
+        Ok(Dealt {
+            assignments,
+            gaps,
+            topics: topics
+                .into_iter()
+                .map(|(topic, partitions)| (topic, partitions.len()))
+                .collect(),
+        })
     }
 
     /// A member that does not lead reads every member's subscription with

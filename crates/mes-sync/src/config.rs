@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use mes_kafka::KafkaConfig;
+use mes_kafka::{GroupOptions, KafkaConfig};
 use mes_publisher::{PublisherConfig, TopicSettings};
 
 /// Where a group starts reading a partition it has never committed.
@@ -68,8 +68,11 @@ impl HandlerRetry {
 }
 
 /// How an [`EventConsumer`](crate::EventConsumer) reads, where it keeps its
-/// state, and how it shares partitions with the other instances of its
-/// service.
+/// state, and how it takes part in its Kafka consumer group.
+///
+/// The group timings default to kafkajs's (session 30 s, rebalance 60 s,
+/// heartbeat 3 s), so Rust and TypeScript instances of one service can share
+/// a group with the same settings.
 ///
 /// ```
 /// use std::time::Duration;
@@ -81,7 +84,7 @@ impl HandlerRetry {
 ///     "redis://redis:6379",
 /// )
 /// .start_position(StartPosition::Latest)
-/// .lease_ttl(Duration::from_secs(15));
+/// .session_timeout(Duration::from_secs(10));
 /// assert_eq!(config.group_id(), "work-order-service");
 /// ```
 #[derive(Clone)]
@@ -92,18 +95,19 @@ pub struct ConsumerConfig {
     pub(crate) start: StartPosition,
     pub(crate) retry: HandlerRetry,
     pub(crate) dedup_window: Duration,
-    pub(crate) lease_ttl: Duration,
+    pub(crate) session_timeout: Duration,
+    pub(crate) rebalance_timeout: Duration,
+    pub(crate) heartbeat_interval: Duration,
     pub(crate) max_concurrent_partitions: usize,
     pub(crate) fetch_max_bytes: i32,
     pub(crate) fetch_max_wait: Duration,
     pub(crate) dead_letter_topics: TopicSettings,
-    pub(crate) member_id: String,
 }
 
 impl ConsumerConfig {
     /// A consumer of group `group_id` on the Kafka cluster `kafka` says how
     /// to reach (brokers, client id, TLS, SASL, timeouts; the dead letters
-    /// are published with it too), keeping its offsets, leases and
+    /// are published with it too), keeping its offsets, partition owners and
     /// de-duplication marks in the Redis at `redis_url`.
     pub fn new(group_id: impl Into<String>, kafka: KafkaConfig, redis_url: impl Into<String>) -> Self {
         Self {
@@ -113,7 +117,9 @@ impl ConsumerConfig {
             start: StartPosition::default(),
             retry: HandlerRetry::default(),
             dedup_window: Duration::from_secs(24 * 3600),
-            lease_ttl: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(30),
+            rebalance_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(3),
             max_concurrent_partitions: usize::MAX,
             fetch_max_bytes: 1024 * 1024,
             fetch_max_wait: Duration::from_millis(500),
@@ -121,7 +127,6 @@ impl ConsumerConfig {
                 partitions: 1,
                 replication: 1,
             },
-            member_id: ulid::Ulid::new().to_string(),
         }
     }
 
@@ -146,12 +151,33 @@ impl ConsumerConfig {
         self
     }
 
-    /// How long a partition lease lasts without renewal (default 10 s): the
-    /// bound on how long a dead instance's partitions stay unread. Leases
-    /// are renewed every third of it.
+    /// How long the group coordinator waits for a heartbeat before it drops
+    /// this instance and gives its partitions to the others (default 30 s):
+    /// the bound on how long a dead instance's partitions stay unread.
+    ///
+    /// An instance that cannot heartbeat stops committing before its session
+    /// ends: its claim on each partition in Redis lapses by then.
     #[must_use]
-    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl.max(Duration::from_millis(300));
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout.max(Duration::from_millis(500));
+        self
+    }
+
+    /// How long the coordinator waits for every member to rejoin during a
+    /// rebalance (default 60 s). An instance finishes and commits its
+    /// events in flight before it rejoins.
+    #[must_use]
+    pub fn rebalance_timeout(mut self, timeout: Duration) -> Self {
+        self.rebalance_timeout = timeout;
+        self
+    }
+
+    /// How often this instance heartbeats, renews its partition claims and
+    /// mirrors its offsets to Kafka (default 3 s; keep it a third of the
+    /// session timeout or less).
+    #[must_use]
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -185,19 +211,6 @@ impl ConsumerConfig {
         self
     }
 
-    /// This instance's name in the group (default: a fresh ULID).
-    #[must_use]
-    pub fn member_id(mut self, id: impl Into<String>) -> Self {
-        self.member_id = id.into();
-        self
-    }
-
-    /// How often the partitions of the subscribed topics are read again
-    /// (new partitions, new topics): every 30 s.
-    pub(crate) fn metadata_max_age(&self) -> Duration {
-        Duration::from_secs(30)
-    }
-
     /// The dead-letter publisher's configuration: the same connection
     /// settings, creating `{topic}.dlq` topics as needed.
     pub(crate) fn dead_letter_publisher(&self) -> PublisherConfig {
@@ -209,9 +222,12 @@ impl ConsumerConfig {
         &self.group_id
     }
 
-    /// This instance's name in the group.
-    pub fn member(&self) -> &str {
-        &self.member_id
+    /// How this instance joins its Kafka group, subscribed to `topics`.
+    pub(crate) fn group_options(&self, topics: Vec<String>) -> GroupOptions {
+        GroupOptions::new(self.group_id.clone(), topics)
+            .session_timeout(self.session_timeout)
+            .rebalance_timeout(self.rebalance_timeout)
+            .heartbeat_interval(self.heartbeat_interval)
     }
 }
 
@@ -219,13 +235,14 @@ impl fmt::Debug for ConsumerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerConfig")
             .field("group_id", &self.group_id)
-            .field("member_id", &self.member_id)
             .field("kafka", &self.kafka)
             .field("redis_url", &redact_url(&self.redis_url))
             .field("start", &self.start)
             .field("retry", &self.retry)
             .field("dedup_window", &self.dedup_window)
-            .field("lease_ttl", &self.lease_ttl)
+            .field("session_timeout", &self.session_timeout)
+            .field("rebalance_timeout", &self.rebalance_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
             .finish_non_exhaustive()
     }
 }

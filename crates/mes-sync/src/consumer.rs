@@ -1,23 +1,24 @@
 //! [`EventConsumer`]: handlers in, a running group member out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use mes_cache::ReferenceDataCache;
 use mes_events_types::{DomainEvent, EventPayload, EventType};
-use mes_kafka::KafkaClient;
+use mes_kafka::{ErrorCode, Generation, GroupMember, KafkaClient};
 use mes_publisher::EventPublisher;
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::ConsumerConfig;
 use crate::error::{BoxError, Error};
 use crate::handler::{Effects, HandlerError, Handlers};
-use crate::state::{GroupState, Lease, TopicPartition};
+use crate::state::{GroupState, Owner, TopicPartition};
 use crate::stats::{ConsumerStats, StatsRegistry};
 use crate::sync::{BoundSync, CacheSync};
 use crate::worker::PartitionWorker;
@@ -26,9 +27,10 @@ use crate::worker::PartitionWorker;
 /// register handlers, then [`start`](Self::start).
 ///
 /// The topics it reads follow from the registered event types. Partitions
-/// are shared with the other live instances of the group through leases in
-/// Redis; each partition is processed in offset order, and its offset is
-/// committed only after its event was handled (or dead-lettered).
+/// are shared with the other live instances of the group, Rust or kafkajs,
+/// by Kafka's consumer-group protocol; each partition is processed in
+/// offset order, and its offset is committed only after its event was
+/// handled (or dead-lettered).
 ///
 /// Unit tests run the same handlers and cache rules on single events in
 /// process with [`dispatch`](Self::dispatch), without Kafka or Redis.
@@ -156,20 +158,14 @@ impl EventConsumer {
                 what: "connect the dead-letter publisher".to_owned(),
                 source: Box::new(e) as BoxError,
             })?;
-        let state = GroupState::connect(
-            &config.redis_url,
-            &config.group_id,
-            &config.member_id,
-            config.lease_ttl,
-            config.dedup_window,
-        )
-        .await?;
+        let state = GroupState::connect(&config.redis_url, &config.group_id, config.dedup_window).await?;
+        let member = GroupMember::new(client.clone(), config.group_options(topics));
         let (stop, stopped) = watch::channel(false);
         let stats = StatsRegistry::default();
         let coordinator = Coordinator {
             config: Arc::clone(&config),
-            topics,
             client,
+            member,
             state: Arc::new(state),
             handlers: Arc::new(self.handlers),
             dead_letters,
@@ -177,11 +173,8 @@ impl EventConsumer {
             permits: Arc::new(Semaphore::new(
                 config.max_concurrent_partitions.min(Semaphore::MAX_PERMITS),
             )),
-            workers: HashMap::new(),
-            partitions: Vec::new(),
-            metadata_read_at: Instant::now(),
         };
-        let span = info_span!("consumer", group = %config.group_id, member = %config.member_id);
+        let span = info_span!("consumer", group = %config.group_id);
         let task = tokio::spawn(coordinator.run(stopped).instrument(span));
         Ok(RunningConsumer { stop, task, stats })
     }
@@ -207,8 +200,9 @@ impl RunningConsumer {
         self.stats.wait_for(condition).await
     }
 
-    /// Finishes the events in flight, commits them, releases this
-    /// instance's leases and leaves the group.
+    /// Finishes the events in flight, commits them (in Redis and Kafka),
+    /// releases this instance's partitions and leaves the group, so the
+    /// others take them over at once.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         if let Err(e) = self.task.await {
@@ -217,131 +211,247 @@ impl RunningConsumer {
     }
 }
 
+/// Back-off between failed joins.
+const JOIN_BACKOFF: Duration = Duration::from_millis(200);
+const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A running partition worker.
 struct WorkerHandle {
-    lease: Lease,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The next offset it will read, once it knows it; -1 before. What the
+    /// coordinator mirrors to Kafka.
+    position: Arc<AtomicI64>,
+}
+
+/// How a generation ended for this member.
+enum Ended {
+    /// Shutdown was asked for.
+    Stop,
+    /// A rebalance, a lost session or new partitions: join again.
+    Rejoin,
+}
+
+/// This member's share of one generation.
+struct Share {
+    owner: Owner,
+    /// Assigned but not running yet: the group's offset in Kafka, once read
+    /// (`Some(None)`: read, none committed), and whether the claim is held.
+    pending: BTreeMap<TopicPartition, Option<Option<i64>>>,
+    workers: BTreeMap<TopicPartition, WorkerHandle>,
+    /// What this member last committed to Kafka, per partition.
+    mirrored: HashMap<TopicPartition, i64>,
+    /// When the last heartbeat the coordinator answered was sent (the join,
+    /// first): the session runs from there.
+    alive_at: Instant,
+    /// Whether this member leads: it watches the partition counts.
+    leader: bool,
+    /// The leader's partition counts, and when they were last compared.
+    dealt_topics: Vec<(String, usize)>,
+    metadata_read_at: Instant,
 }
 
 struct Coordinator {
     config: Arc<ConsumerConfig>,
-    topics: Vec<String>,
     client: KafkaClient,
+    member: GroupMember,
     state: Arc<GroupState>,
     handlers: Arc<Handlers>,
     dead_letters: EventPublisher,
     stats: StatsRegistry,
     permits: Arc<Semaphore>,
-    workers: HashMap<TopicPartition, WorkerHandle>,
-    /// The subscribed partitions as last read from the broker.
-    partitions: Vec<TopicPartition>,
-    metadata_read_at: Instant,
+}
+
+/// Answers to a heartbeat (or a commit) that mean the member must give up
+/// its partitions and join again.
+fn must_rejoin(error: &mes_kafka::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(ErrorCode::REBALANCE_IN_PROGRESS | ErrorCode::ILLEGAL_GENERATION | ErrorCode::UNKNOWN_MEMBER_ID)
+    )
 }
 
 impl Coordinator {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
-        let tick = self.config.lease_ttl / 3;
+        let mut backoff = JOIN_BACKOFF;
         loop {
-            if let Err(e) = self.rebalance().await {
-                warn!(error = %e, "rebalance failed; retrying at the next tick");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(tick) => {}
+            let joined = tokio::select! {
+                joined = self.member.join() => joined,
                 _ = stopped.changed() => break,
+            };
+            let generation = match joined {
+                Ok(generation) => generation,
+                Err(e) => {
+                    warn!(error = %e, "could not join the group; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stopped.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(JOIN_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            backoff = JOIN_BACKOFF;
+            match self.run_generation(generation, &mut stopped).await {
+                Ended::Stop => break,
+                Ended::Rejoin => {}
             }
         }
-        for worker in self.workers.values() {
-            let _ = worker.stop.send(true);
-        }
-        for (tp, worker) in self.workers.drain() {
-            if let Err(e) = worker.task.await {
-                warn!(partition = %tp, error = %e, "a partition worker ended abnormally");
-            }
-        }
-        if let Err(e) = self.state.leave().await {
-            warn!(error = %e, "could not leave the group; the membership expires by itself");
+        if let Err(e) = self.member.leave().await {
+            warn!(error = %e, "could not leave the group; the coordinator drops this member after its session timeout");
         }
         self.dead_letters.disconnect().await;
         self.state.close().await;
         info!("consumer stopped");
     }
 
-    /// The partitions of the subscribed topics, in a stable order.
-    async fn partitions(&self) -> Result<Vec<TopicPartition>, Error> {
-        let listed = self.client.list_topics().await.map_err(|e| Error::Kafka {
-            what: "list topics".to_owned(),
-            source: Box::new(e),
-        })?;
-        let mut all = BTreeSet::new();
-        for topic in &self.topics {
-            match listed.iter().find(|(name, _)| name == topic) {
-                Some((_, count)) => {
-                    let count = i32::try_from(*count).unwrap_or(i32::MAX);
-                    all.extend((0..count).map(|partition| TopicPartition {
+    /// Runs this member's share of one generation: claims and starts its
+    /// partitions, heartbeats, renews the claims and mirrors the offsets to
+    /// Kafka, until a rebalance, a lost session or shutdown; then stops the
+    /// partitions and commits.
+    async fn run_generation(&mut self, generation: Generation, stopped: &mut watch::Receiver<bool>) -> Ended {
+        let alive_at = Instant::now();
+        self.stats.group(|group| {
+            group.member_id.clone_from(&generation.member_id);
+            group.generation_id = generation.generation_id;
+            group.leader = generation.is_leader();
+            group.joins += 1;
+            group.subscription_gaps.clone_from(&generation.subscription_gaps);
+            group.unsubscribed.clone_from(&generation.unsubscribed);
+        });
+        if !generation.subscription_gaps.is_empty() {
+            error!(
+                topics = ?generation.subscription_gaps,
+                "members of this group subscribe to topics the leader does not: nobody consumes them. \
+                 Give every instance of the service the same handlers and topics"
+            );
+        }
+        if !generation.unsubscribed.is_empty() {
+            warn!(topics = ?generation.unsubscribed, "assigned topics this instance does not read are left unconsumed");
+        }
+        let mut share = Share {
+            owner: Owner {
+                generation: generation.generation_id,
+                member: generation.member_id.clone(),
+            },
+            pending: generation
+                .partitions
+                .iter()
+                .map(|(topic, partition)| {
+                    let tp = TopicPartition {
                         topic: topic.clone(),
-                        partition,
-                    }));
+                        partition: *partition,
+                    };
+                    (tp, None)
+                })
+                .collect(),
+            workers: BTreeMap::new(),
+            mirrored: HashMap::new(),
+            alive_at,
+            leader: generation.is_leader(),
+            dealt_topics: generation.dealt_topics,
+            metadata_read_at: alive_at,
+        };
+        loop {
+            self.start_pending(&mut share).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.heartbeat_interval) => {}
+                _ = stopped.changed() => {
+                    self.revoke(&mut share).await;
+                    return Ended::Stop;
                 }
-                None => warn!(topic, "subscribed topic does not exist (yet)"),
+            }
+            let sent = Instant::now();
+            match self.member.heartbeat().await {
+                Ok(()) => share.alive_at = sent,
+                Err(e) if must_rejoin(&e) => {
+                    info!(reason = %e, "the group is rebalancing; giving up the partitions to join again");
+                    self.revoke(&mut share).await;
+                    return Ended::Rejoin;
+                }
+                Err(e) => {
+                    warn!(error = %e, "heartbeat failed");
+                    if share.alive_at.elapsed() >= self.config.session_timeout {
+                        warn!(
+                            "no heartbeat answered for a session timeout: the coordinator has dropped this member"
+                        );
+                        self.revoke(&mut share).await;
+                        return Ended::Rejoin;
+                    }
+                    continue;
+                }
+            }
+            let held = self.renew(&mut share).await;
+            self.mirror(&mut share, &held).await;
+            if self.partitions_changed(&mut share).await {
+                info!("the subscribed topics' partitions changed; joining again so they are assigned");
+                self.revoke(&mut share).await;
+                return Ended::Rejoin;
             }
         }
-        Ok(all.into_iter().collect())
     }
 
-    /// Heartbeat and lease renewal first (Redis only, so a slow broker never
-    /// lets a lease lapse), then bring the partitions this member runs in
-    /// line with its share: stop what it gives up, take what is free of it.
-    async fn rebalance(&mut self) -> Result<(), Error> {
-        let mut members = self.state.heartbeat().await?;
-        members.sort();
-        let mut finished = Vec::new();
-        for (tp, worker) in &self.workers {
-            if worker.task.is_finished() {
-                finished.push(tp.clone());
-            } else if !self.state.renew(tp, &worker.lease).await? {
-                warn!(partition = %tp, "lease lost; stopping the partition");
-                let _ = worker.stop.send(true);
-            }
-        }
-        for tp in finished {
-            if let Some(worker) = self.workers.remove(&tp) {
-                let _ = worker.task.await;
-            }
-        }
+    /// How much longer the coordinator keeps this member's session, less a
+    /// margin for the Redis round trip: how long its claims may last.
+    fn claim_ttl(&self, share: &Share) -> Option<Duration> {
+        let session = self.config.session_timeout;
+        let margin = (session / 10).min(Duration::from_secs(1));
+        session
+            .checked_sub(share.alive_at.elapsed())
+            .and_then(|left| left.checked_sub(margin))
+            .filter(|ttl| !ttl.is_zero())
+    }
 
-        if self.partitions.is_empty() || self.metadata_read_at.elapsed() >= self.config.metadata_max_age() {
-            self.partitions = self.partitions().await?;
-            self.metadata_read_at = Instant::now();
-        }
-        let me = members
+    /// Reads the group's Kafka offsets of the assigned partitions not
+    /// running yet, claims them in Redis and starts their workers. What
+    /// fails is tried again at the next heartbeat.
+    async fn start_pending(&mut self, share: &mut Share) {
+        let unread: Vec<(String, i32)> = share
+            .pending
             .iter()
-            .position(|m| *m == self.config.member_id)
-            .unwrap_or(0);
-        let share: BTreeSet<TopicPartition> = self
-            .partitions
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % members.len().max(1) == me)
-            .map(|(_, tp)| tp.clone())
+            .filter(|(_, kafka)| kafka.is_none())
+            .map(|(tp, _)| (tp.topic.clone(), tp.partition))
             .collect();
-        for (tp, worker) in &self.workers {
-            if !share.contains(tp) {
-                // Handed over: it finishes its event, commits and releases.
-                let _ = worker.stop.send(true);
+        if !unread.is_empty() {
+            match self.member.committed(&unread).await {
+                Ok(committed) => {
+                    for ((topic, partition), offset) in committed {
+                        if let Some(kafka) = share.pending.get_mut(&TopicPartition { topic, partition }) {
+                            *kafka = Some(offset);
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot read the group's committed offsets; retrying"),
             }
         }
-        for tp in share {
-            if self.workers.contains_key(&tp) {
-                continue;
-            }
-            let Some(lease) = self.state.acquire(&tp).await? else {
-                continue; // still held by its previous owner
+        let ready: Vec<(TopicPartition, Option<i64>)> = share
+            .pending
+            .iter()
+            .filter_map(|(tp, kafka)| kafka.map(|kafka| (tp.clone(), kafka)))
+            .collect();
+        for (tp, kafka_committed) in ready {
+            let Some(ttl) = self.claim_ttl(share) else {
+                return;
             };
-            info!(partition = %tp, lease = %lease.0, "took the partition");
+            match self.state.claim(&tp, &share.owner, ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    info!(partition = %tp, "the partition's claim is still held by another member of this generation; retrying");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(partition = %tp, error = %e, "cannot claim the partition; retrying");
+                    continue;
+                }
+            }
+            share.pending.remove(&tp);
             let (stop, stop_rx) = watch::channel(false);
+            let position = Arc::new(AtomicI64::new(-1));
             let worker = PartitionWorker {
                 tp: tp.clone(),
-                lease: lease.clone(),
+                owner: share.owner.clone(),
+                kafka_committed,
+                position: Arc::clone(&position),
                 client: self.client.clone(),
                 state: Arc::clone(&self.state),
                 handlers: Arc::clone(&self.handlers),
@@ -352,10 +462,114 @@ impl Coordinator {
                 permits: Arc::clone(&self.permits),
                 stop: stop_rx,
             };
+            info!(partition = %tp, generation = share.owner.generation, "claimed the partition");
             let task = tokio::spawn(worker.run());
-            self.workers
-                .insert(tp.clone(), WorkerHandle { lease, stop, task });
+            share.workers.insert(tp, WorkerHandle { stop, task, position });
         }
-        Ok(())
+    }
+
+    /// Extends the claims to the new session end; stops the workers of
+    /// claims lost. Returns the partitions whose claims are held.
+    async fn renew(&mut self, share: &mut Share) -> Vec<TopicPartition> {
+        let running: Vec<TopicPartition> = share.workers.keys().cloned().collect();
+        let Some(ttl) = self.claim_ttl(share) else {
+            return Vec::new();
+        };
+        match self.state.renew(&running, &share.owner, ttl).await {
+            Ok(lost) => {
+                for tp in &lost {
+                    if let Some(worker) = share.workers.get(tp) {
+                        warn!(partition = %tp, "the partition's claim is lost; stopping it");
+                        let _ = worker.stop.send(true);
+                    }
+                }
+                running.into_iter().filter(|tp| !lost.contains(tp)).collect()
+            }
+            Err(e) => {
+                // The claims lapse by themselves; the workers' commits are
+                // refused from then on.
+                warn!(error = %e, "cannot renew the partition claims");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Commits to Kafka the positions of `held` partitions that moved since
+    /// the last mirror, then records in Redis what Kafka holds, so a later
+    /// assignment can tell this member's commits from anyone else's.
+    async fn mirror(&mut self, share: &mut Share, held: &[TopicPartition]) {
+        let moved: Vec<(TopicPartition, i64)> = held
+            .iter()
+            .filter_map(|tp| {
+                let position = share.workers.get(tp)?.position.load(Ordering::Acquire);
+                (position >= 0 && share.mirrored.get(tp) != Some(&position)).then(|| (tp.clone(), position))
+            })
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        let offsets: Vec<(String, i32, i64)> = moved
+            .iter()
+            .map(|(tp, offset)| (tp.topic.clone(), tp.partition, *offset))
+            .collect();
+        if let Err(e) = self.member.commit(&offsets).await {
+            warn!(error = %e, "cannot commit the offsets to Kafka; Redis keeps them, retrying at the next heartbeat");
+            return;
+        }
+        if let Err(e) = self.state.mirrored(&moved).await {
+            // Kafka then differs from the recorded mirror, so a later
+            // assignment starts at Kafka's offset: at most a redelivery,
+            // which the de-duplication marks absorb.
+            warn!(error = %e, "cannot record the mirrored offsets");
+        }
+        for (tp, offset) in &moved {
+            self.stats
+                .partition(tp)
+                .mirrored
+                .store(*offset, Ordering::Relaxed);
+        }
+        self.stats.changed();
+        share.mirrored.extend(moved);
+    }
+
+    /// The leader compares the partitions it dealt out with the cluster's,
+    /// every metadata max age.
+    async fn partitions_changed(&mut self, share: &mut Share) -> bool {
+        if !share.leader || share.metadata_read_at.elapsed() < self.client.config().get_metadata_max_age() {
+            return false;
+        }
+        share.metadata_read_at = Instant::now();
+        match self.member.subscribed_partitions().await {
+            Ok(now) => {
+                let now: Vec<(String, usize)> = now.into_iter().map(|(topic, p)| (topic, p.len())).collect();
+                now != share.dealt_topics
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the subscribed topics' partitions");
+                false
+            }
+        }
+    }
+
+    /// Stops every partition (each finishes and commits its event in
+    /// flight), commits their positions to Kafka and releases the claims.
+    async fn revoke(&mut self, share: &mut Share) {
+        for worker in share.workers.values() {
+            let _ = worker.stop.send(true);
+        }
+        for (tp, worker) in &mut share.workers {
+            if let Err(e) = (&mut worker.task).await {
+                warn!(partition = %tp, error = %e, "a partition worker ended abnormally");
+            }
+        }
+        // Only what this member still holds is mirrored and released: a
+        // lapsed claim means another member may have moved the partition on.
+        let held = self.renew(share).await;
+        self.mirror(share, &held).await;
+        for tp in &held {
+            self.state.release(tp, &share.owner).await;
+        }
+        share.workers.clear();
+        share.pending.clear();
     }
 }

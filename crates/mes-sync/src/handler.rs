@@ -17,7 +17,7 @@ pub type HandlerError = BoxError;
 
 /// Redis writes a handler asks for, applied atomically together with the
 /// event's de-duplication mark and its partition's offset commit, and only
-/// if this instance still holds the partition's lease.
+/// if this instance still owns the partition (its generation of the group).
 ///
 /// That makes such effects happen exactly once per event id, even when the
 /// consumer dies right after the handler: either all of them and the commit
@@ -40,8 +40,8 @@ pub(crate) enum Effect {
 
 impl Effects {
     /// No effects.
-    pub fn none() -> Self {
-        Self::default()
+    pub const fn none() -> Self {
+        Self { ops: Vec::new() }
     }
 
     /// `HINCRBY key field by`.

@@ -3,18 +3,25 @@
 //! [`EventConsumer`] reads the domain events of the fleet (CloudEvents
 //! structured, binary and legacy records alike) and calls typed handlers.
 //! It fetches with `mes-kafka`, the workspace's Kafka client layer (a
-//! record that cannot be read fails alone and is dead-lettered), and keeps
-//! its group state in Redis:
+//! record that cannot be read fails alone and is dead-lettered), takes part
+//! in a Kafka consumer group, and keeps its progress and effects in Redis:
 //!
 //! - **Order and progress.** Each partition is processed strictly in offset
 //!   order, partitions in parallel. A record's offset is committed only
 //!   after its handler succeeded or it went to the dead-letter topic:
 //!   delivery is at least once. Event ids are remembered for a window, so a
 //!   redelivered event does not run its handler again.
-//! - **Groups.** Instances of one service share the partitions through
-//!   leases in Redis; a dead instance's partitions are taken over within the
-//!   lease TTL, and a commit under a lost lease is refused (fencing), so two
-//!   instances never both advance one partition.
+//! - **Groups.** Instances of one service share the partitions by Kafka's
+//!   consumer-group protocol with kafkajs's `RoundRobinAssigner`, so Rust
+//!   and kafkajs instances can share one group during a rolling deploy. A
+//!   dead instance's partitions are reassigned after its session timeout.
+//!   Commits go to Redis under a per-partition owner (generation and
+//!   member) that only a newer generation replaces and that lapses when the
+//!   member stops heartbeating (fencing), so two instances never both
+//!   advance one partition. Offsets are mirrored to Kafka at each heartbeat
+//!   and on every rebalance, for Kafka's tooling and lag exporters; an
+//!   offset there that someone else moved (kafkajs, an operator's reset)
+//!   is where a newly assigned partition starts.
 //! - **Failures.** A failing handler is retried with exponential back-off,
 //!   then its record goes to `{topic}.dlq` with the reason, attempt count,
 //!   group and source position in its headers; an undecodable record goes
@@ -114,5 +121,5 @@ pub use error::{BoxError, Error};
 pub use handler::{Effects, HandlerError};
 pub use mes_kafka::KafkaConfig;
 pub use state::TopicPartition;
-pub use stats::{ConsumerStats, PartitionStats};
+pub use stats::{ConsumerStats, GroupStats, PartitionStats};
 pub use sync::CacheSync;

@@ -1,5 +1,6 @@
-//! The group's state in Redis: committed offsets, partition leases with
-//! fencing tokens, live members, and de-duplication marks.
+//! The group's state in Redis: committed offsets (the truth for effects),
+//! the offsets last mirrored to Kafka, a fenced owner per partition, and
+//! de-duplication marks.
 //!
 //! Every key of a group starts with `mes:sync:{<group>}`: the braces make
 //! the group a Redis Cluster hash tag, so one script can touch all of them.
@@ -28,16 +29,55 @@ impl std::fmt::Display for TopicPartition {
     }
 }
 
-/// A lease this member holds: `member/token`. The token grows every time
-/// the partition changes hands, so a stale holder's value never matches.
+/// Who may commit a partition: a member in one generation of the Kafka
+/// group. Stored as `generation:member`; a claim of a newer generation
+/// replaces an older one, never the other way round, so a member that
+/// missed a rebalance cannot commit over its successor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Lease(pub(crate) String);
+pub(crate) struct Owner {
+    pub(crate) generation: i32,
+    pub(crate) member: String,
+}
+
+impl Owner {
+    fn value(&self) -> String {
+        format!("{}:{}", self.generation, self.member)
+    }
+}
+
+/// An event whose handling a commit records: its id is marked seen and
+/// its effects applied, unless the id was marked already.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handled<'a> {
+    pub(crate) event_id: &'a str,
+    pub(crate) effects: &'a Effects,
+}
+
+/// Where a partition stands in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct StoredPosition {
+    /// The next offset to read, as the last commit left it.
+    pub(crate) committed: Option<i64>,
+    /// The offset last committed to Kafka by a Rust member.
+    pub(crate) mirrored: Option<i64>,
+}
+
+impl StoredPosition {
+    /// Where to start, given the group's offset in Kafka: Kafka's when it
+    /// is not the one a Rust member mirrored there (a kafkajs member moved
+    /// it, or an operator reset it), else Redis's, which may be ahead of
+    /// the last mirror. `None`: nobody ever committed.
+    pub(crate) fn start(self, kafka: Option<i64>) -> Option<i64> {
+        match kafka {
+            Some(kafka) if Some(kafka) != self.mirrored => Some(kafka),
+            _ => self.committed.or(kafka),
+        }
+    }
+}
 
 pub(crate) struct GroupState {
     client: Client,
     base: String,
-    member: String,
-    lease_ttl_ms: u64,
     dedup_window_ms: u64,
 }
 
@@ -48,36 +88,31 @@ fn state_error(what: &str) -> impl FnOnce(fred::error::Error) -> Error + '_ {
     }
 }
 
-const JOIN: &str = r"
-local now = redis.call('TIME')
-local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
-redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-";
-
-const LEAVE: &str = r"return redis.call('ZREM', KEYS[1], ARGV[1])";
-
-const ACQUIRE: &str = r"
+/// KEYS: owner. ARGV: generation, owner value, ttl ms. Claims the
+/// partition unless a member of the same or a newer generation holds it.
+const CLAIM: &str = r"
 local current = redis.call('GET', KEYS[1])
-if current then
-  if string.sub(current, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '/' then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return current
-  end
-  return false
+if current and current ~= ARGV[2] then
+  local generation = tonumber(string.match(current, '^(-?%d+):'))
+  if generation and generation >= tonumber(ARGV[1]) then return 0 end
 end
-local token = redis.call('INCR', KEYS[2])
-local value = ARGV[1] .. '/' .. token
-redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-return value
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
 ";
 
+/// KEYS: owners. ARGV: owner value, ttl ms. Extends the claims still
+/// held; returns 1/0 per key.
 const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local held = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    held[i] = 1
+  else
+    held[i] = 0
+  end
 end
-return 0
+return held
 ";
 
 const RELEASE: &str = r"
@@ -87,36 +122,52 @@ end
 return 0
 ";
 
-/// KEYS: lease, offsets hash, seen mark (or the lease again), then one key
-/// per effect. ARGV: lease value, offsets field, next offset, dedup window
-/// ms, 1/0 whether to mark, then per effect: op, arg, arg.
+/// KEYS: owner, offsets hash, then per event: its seen mark, then one key
+/// per effect. ARGV: owner value, offsets field, next offset, dedup window
+/// ms, event count, then per event: effect count, then per effect: op,
+/// arg, arg. Applies an event's effects only if its mark was not set yet
+/// (a redelivery, or the same event on another partition, changes
+/// nothing). Returns -1 when the owner is not this one (nothing written),
+/// else how many events were already marked.
 const COMMIT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-if ARGV[5] == '1' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[4]) end
-local k = 4
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local k = 3
 local a = 6
-while ARGV[a] do
-  local op = ARGV[a]
-  if op == 'hincrby' then redis.call('HINCRBY', KEYS[k], ARGV[a + 1], ARGV[a + 2])
-  elseif op == 'set' then redis.call('SET', KEYS[k], ARGV[a + 1])
-  elseif op == 'del' then redis.call('DEL', KEYS[k])
-  elseif op == 'rpush' then redis.call('RPUSH', KEYS[k], ARGV[a + 1])
-  end
+local marked = 0
+for e = 1, tonumber(ARGV[5]) do
+  local effects = tonumber(ARGV[a])
+  a = a + 1
+  local new = redis.call('SET', KEYS[k], '1', 'NX', 'PX', ARGV[4])
+  if not new then marked = marked + 1 end
   k = k + 1
-  a = a + 3
+  for i = 1, effects do
+    if new then
+      local op = ARGV[a]
+      if op == 'hincrby' then redis.call('HINCRBY', KEYS[k], ARGV[a + 1], ARGV[a + 2])
+      elseif op == 'set' then redis.call('SET', KEYS[k], ARGV[a + 1])
+      elseif op == 'del' then redis.call('DEL', KEYS[k])
+      elseif op == 'rpush' then redis.call('RPUSH', KEYS[k], ARGV[a + 1])
+      end
+    end
+    k = k + 1
+    a = a + 3
+  end
 end
-return 1
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return marked
 ";
 
+/// KEYS: offsets hash, mirrored hash. ARGV: partition field.
+const POSITION: &str = r"
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+";
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}
+
 impl GroupState {
-    pub(crate) async fn connect(
-        redis_url: &str,
-        group: &str,
-        member: &str,
-        lease_ttl: Duration,
-        dedup_window: Duration,
-    ) -> Result<Self, Error> {
+    pub(crate) async fn connect(redis_url: &str, group: &str, dedup_window: Duration) -> Result<Self, Error> {
         let config = Config::from_url(redis_url).map_err(|e| Error::Config {
             reason: format!("Redis URL {}: {e}", redact_url(redis_url)),
         })?;
@@ -134,26 +185,20 @@ impl GroupState {
         Ok(Self {
             client,
             base: format!("mes:sync:{{{group}}}"),
-            member: member.to_owned(),
-            lease_ttl_ms: u64::try_from(lease_ttl.as_millis()).unwrap_or(u64::MAX),
             dedup_window_ms: u64::try_from(dedup_window.as_millis()).unwrap_or(u64::MAX),
         })
     }
 
-    fn members_key(&self) -> String {
-        format!("{}:members", self.base)
-    }
-
-    fn lease_key(&self, tp: &TopicPartition) -> String {
-        format!("{}:lease:{tp}", self.base)
-    }
-
-    fn epoch_key(&self, tp: &TopicPartition) -> String {
-        format!("{}:epoch:{tp}", self.base)
+    fn owner_key(&self, tp: &TopicPartition) -> String {
+        format!("{}:owner:{tp}", self.base)
     }
 
     fn offsets_key(&self) -> String {
         format!("{}:offsets", self.base)
+    }
+
+    fn mirrored_key(&self) -> String {
+        format!("{}:mirrored", self.base)
     }
 
     /// The key of the de-duplication mark of an event id.
@@ -161,127 +206,155 @@ impl GroupState {
         format!("{}:seen:{event_id}", self.base)
     }
 
-    /// Announces this member as alive for a lease TTL; returns every live
-    /// member, sorted.
-    pub(crate) async fn heartbeat(&self) -> Result<Vec<String>, Error> {
-        self.client
+    /// Claims the partition for `owner` for `ttl`; `false` when a member of
+    /// the same or a newer generation holds it.
+    pub(crate) async fn claim(
+        &self,
+        tp: &TopicPartition,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let claimed: i64 = self
+            .client
             .eval(
-                JOIN,
-                vec![self.members_key()],
-                vec![self.member.clone(), self.lease_ttl_ms.to_string()],
+                CLAIM,
+                vec![self.owner_key(tp)],
+                vec![owner.generation.to_string(), owner.value(), millis(ttl)],
             )
             .await
-            .map_err(state_error("heartbeat"))
+            .map_err(state_error("claim a partition"))?;
+        Ok(claimed == 1)
     }
 
-    pub(crate) async fn leave(&self) -> Result<(), Error> {
+    /// Extends `owner`'s claims on `partitions` to `ttl` from now; returns
+    /// the partitions it no longer holds.
+    pub(crate) async fn renew(
+        &self,
+        partitions: &[TopicPartition],
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<Vec<TopicPartition>, Error> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = partitions.iter().map(|tp| self.owner_key(tp)).collect::<Vec<_>>();
+        let held: Vec<i64> = self
+            .client
+            .eval(RENEW, keys, vec![owner.value(), millis(ttl)])
+            .await
+            .map_err(state_error("renew partition claims"))?;
+        Ok(partitions
+            .iter()
+            .zip(held.into_iter().chain(std::iter::repeat(0)))
+            .filter(|(_, held)| *held != 1)
+            .map(|(tp, _)| tp.clone())
+            .collect())
+    }
+
+    /// Gives up a claim, if it is still `owner`'s.
+    pub(crate) async fn release(&self, tp: &TopicPartition, owner: &Owner) {
+        let released: Result<i64, _> = self
+            .client
+            .eval(RELEASE, vec![self.owner_key(tp)], vec![owner.value()])
+            .await;
+        if let Err(e) = released {
+            // It lapses by itself within the session timeout.
+            warn!(partition = %tp, error = %e, "could not release a partition claim");
+        }
+    }
+
+    /// The partition's committed and mirrored offsets.
+    pub(crate) async fn position(&self, tp: &TopicPartition) -> Result<StoredPosition, Error> {
+        let (committed, mirrored): (Option<String>, Option<String>) = self
+            .client
+            .eval(
+                POSITION,
+                vec![self.offsets_key(), self.mirrored_key()],
+                vec![tp.to_string()],
+            )
+            .await
+            .map_err(state_error("read a partition's position"))?;
+        let parse = |value: Option<String>| value.and_then(|v| v.parse().ok());
+        Ok(StoredPosition {
+            committed: parse(committed),
+            mirrored: parse(mirrored),
+        })
+    }
+
+    /// Records that Kafka now holds `offsets` for the group.
+    pub(crate) async fn mirrored(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), Error> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<(String, String)> = offsets
+            .iter()
+            .map(|(tp, offset)| (tp.to_string(), offset.to_string()))
+            .collect();
         let _: i64 = self
             .client
-            .eval(LEAVE, vec![self.members_key()], vec![self.member.clone()])
+            .hset(self.mirrored_key(), fields)
             .await
-            .map_err(state_error("leave the group"))?;
+            .map_err(state_error("record mirrored offsets"))?;
         Ok(())
     }
 
-    /// Takes the partition's lease if it is free (or already ours).
-    pub(crate) async fn acquire(&self, tp: &TopicPartition) -> Result<Option<Lease>, Error> {
-        let value: Option<String> = self
-            .client
-            .eval(
-                ACQUIRE,
-                vec![self.lease_key(tp), self.epoch_key(tp)],
-                vec![self.member.clone(), self.lease_ttl_ms.to_string()],
-            )
-            .await
-            .map_err(state_error("acquire a lease"))?;
-        Ok(value.map(Lease))
-    }
-
-    /// Extends a lease; `false` when it is no longer ours.
-    pub(crate) async fn renew(&self, tp: &TopicPartition, lease: &Lease) -> Result<bool, Error> {
-        let renewed: i64 = self
-            .client
-            .eval(
-                RENEW,
-                vec![self.lease_key(tp)],
-                vec![lease.0.clone(), self.lease_ttl_ms.to_string()],
-            )
-            .await
-            .map_err(state_error("renew a lease"))?;
-        Ok(renewed == 1)
-    }
-
-    pub(crate) async fn release(&self, tp: &TopicPartition, lease: &Lease) {
-        let released: Result<i64, _> = self
-            .client
-            .eval(RELEASE, vec![self.lease_key(tp)], vec![lease.0.clone()])
-            .await;
-        if let Err(e) = released {
-            // It expires by itself within the lease TTL.
-            warn!(partition = %tp, error = %e, "could not release a lease");
+    /// Which of `event_ids` were handled within the dedup window: one
+    /// round trip for a fetched batch.
+    pub(crate) async fn seen(&self, event_ids: &[&str]) -> Result<Vec<bool>, Error> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
         }
-    }
-
-    /// The next offset to read of a partition, if the group committed one.
-    pub(crate) async fn committed(&self, tp: &TopicPartition) -> Result<Option<i64>, Error> {
-        let value: Option<String> = self
+        let keys: Vec<String> = event_ids.iter().map(|id| self.seen_key(id)).collect();
+        let marks: Vec<Option<String>> = self
             .client
-            .hget(self.offsets_key(), tp.to_string())
+            .mget(keys)
             .await
-            .map_err(state_error("read a committed offset"))?;
-        Ok(value.and_then(|v| v.parse().ok()))
+            .map_err(state_error("check event ids"))?;
+        Ok(marks.iter().map(Option::is_some).collect())
     }
 
-    /// Whether an event id was handled within the dedup window.
-    pub(crate) async fn seen(&self, event_id: &str) -> Result<bool, Error> {
-        let exists: i64 = self
-            .client
-            .exists(self.seen_key(event_id))
-            .await
-            .map_err(state_error("check an event id"))?;
-        Ok(exists > 0)
-    }
-
-    /// Commits `next_offset` for the partition, marks `event_id` as handled
-    /// and applies `effects`, all at once and only while `lease` is the
-    /// partition's lease. `false`: the lease was lost, nothing was written.
+    /// Commits `next_offset` for the partition and, for each of `events`
+    /// not marked yet, marks it and applies its effects: all at once, and
+    /// only while `owner` holds the partition. `None`: it does not, nothing
+    /// was written; else how many events were marked already (handled by
+    /// someone else meanwhile; their effects were not applied again).
     pub(crate) async fn commit(
         &self,
         tp: &TopicPartition,
-        lease: &Lease,
+        owner: &Owner,
         next_offset: i64,
-        event_id: Option<&str>,
-        effects: &Effects,
-    ) -> Result<bool, Error> {
-        let lease_key = self.lease_key(tp);
-        let mut keys = vec![
-            lease_key.clone(),
-            self.offsets_key(),
-            event_id.map_or(lease_key, |id| self.seen_key(id)),
-        ];
+        events: &[Handled<'_>],
+    ) -> Result<Option<u64>, Error> {
+        let mut keys = vec![self.owner_key(tp), self.offsets_key()];
         let mut args = vec![
-            lease.0.clone(),
+            owner.value(),
             tp.to_string(),
             next_offset.to_string(),
             self.dedup_window_ms.to_string(),
-            if event_id.is_some() { "1" } else { "0" }.to_owned(),
+            events.len().to_string(),
         ];
-        for effect in &effects.ops {
-            let (key, op, a, b) = match effect {
-                Effect::HashIncrement { key, field, by } => (key, "hincrby", field.clone(), by.to_string()),
-                Effect::Set { key, value } => (key, "set", value.clone(), String::new()),
-                Effect::Delete { key } => (key, "del", String::new(), String::new()),
-                Effect::ListPush { key, value } => (key, "rpush", value.clone(), String::new()),
-            };
-            keys.push(key.clone());
-            args.extend([op.to_owned(), a, b]);
+        for handled in events {
+            keys.push(self.seen_key(handled.event_id));
+            args.push(handled.effects.ops.len().to_string());
+            for effect in &handled.effects.ops {
+                let (key, op, a, b) = match effect {
+                    Effect::HashIncrement { key, field, by } => {
+                        (key, "hincrby", field.clone(), by.to_string())
+                    }
+                    Effect::Set { key, value } => (key, "set", value.clone(), String::new()),
+                    Effect::Delete { key } => (key, "del", String::new(), String::new()),
+                    Effect::ListPush { key, value } => (key, "rpush", value.clone(), String::new()),
+                };
+                keys.push(key.clone());
+                args.extend([op.to_owned(), a, b]);
+            }
         }
-        let committed: i64 = self
+        let marked: i64 = self
             .client
             .eval(COMMIT, keys, args)
             .await
             .map_err(state_error("commit an offset"))?;
-        Ok(committed == 1)
+        Ok(u64::try_from(marked).ok())
     }
 
     pub(crate) async fn close(&self) {
@@ -293,69 +366,218 @@ impl GroupState {
 mod tests {
     use super::*;
 
-    async fn member(group: &str, name: &str) -> GroupState {
-        let url = mes_testkit::redis_url();
-        GroupState::connect(
-            &url,
-            group,
-            name,
-            Duration::from_secs(30),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap()
+    const SESSION: Duration = Duration::from_secs(30);
+    const NONE: Effects = Effects::none();
+
+    fn handled<'a>(event_id: &'a str, effects: &'a Effects) -> Handled<'a> {
+        Handled { event_id, effects }
     }
 
-    /// The fencing guarantee: once a partition changed hands, the previous
-    /// holder's commits are refused and change nothing.
+    async fn state(group: &str) -> GroupState {
+        GroupState::connect(&mes_testkit::redis_url(), group, Duration::from_secs(60))
+            .await
+            .unwrap()
+    }
+
+    fn owner(generation: i32, member: &str) -> Owner {
+        Owner {
+            generation,
+            member: member.to_owned(),
+        }
+    }
+
+    #[test]
+    fn kafka_wins_only_when_someone_else_moved_it() {
+        let stored = |committed, mirrored| StoredPosition { committed, mirrored };
+        // Never committed anywhere.
+        assert_eq!(stored(None, None).start(None), None);
+        // Only kafkajs ever committed: take over from there.
+        assert_eq!(stored(None, None).start(Some(40)), Some(40));
+        // Redis ran ahead of the last mirror: Redis is the truth.
+        assert_eq!(stored(Some(57), Some(50)).start(Some(50)), Some(57));
+        // A kafkajs member (or an operator's reset) moved it since.
+        assert_eq!(stored(Some(57), Some(50)).start(Some(80)), Some(80));
+        assert_eq!(stored(Some(57), Some(50)).start(Some(10)), Some(10));
+        // The group's Kafka offsets were deleted: Redis still knows.
+        assert_eq!(stored(Some(57), Some(50)).start(None), Some(57));
+    }
+
+    /// The fencing guarantee: once a newer generation claimed a partition,
+    /// the previous owner's commits are refused and change nothing.
     #[tokio::test]
-    async fn a_stale_holders_commit_is_refused() {
+    async fn a_stale_owners_commit_is_refused() {
         let group = format!("fencing-{}", ulid::Ulid::new());
-        let (a, b) = (member(&group, "a").await, member(&group, "b").await);
+        let (a, b) = (state(&group).await, state(&group).await);
         let tp = TopicPartition {
             topic: "mes.x.events".into(),
             partition: 0,
         };
-        let lease_a = a.acquire(&tp).await.unwrap().unwrap();
-        assert_eq!(b.acquire(&tp).await.unwrap(), None, "held by a");
+        let (a1, b2) = (owner(1, "a"), owner(2, "b"));
+        assert!(a.claim(&tp, &a1, SESSION).await.unwrap());
         assert!(
-            a.commit(&tp, &lease_a, 10, Some("e-1"), &Effects::none())
-                .await
-                .unwrap()
+            !b.claim(&tp, &owner(1, "b"), SESSION).await.unwrap(),
+            "same generation: held by a"
+        );
+        assert!(a.claim(&tp, &a1, SESSION).await.unwrap(), "a claim is renewable");
+        assert_eq!(
+            a.commit(&tp, &a1, 10, &[handled("e-1", &NONE)]).await.unwrap(),
+            Some(0)
         );
 
-        // a stalls past its lease (here: the lease expires at once) and b takes over.
-        let _: i64 = a.client.del(a.lease_key(&tp)).await.unwrap();
-        let lease_b = b.acquire(&tp).await.unwrap().unwrap();
-        assert_ne!(lease_a, lease_b, "a new fencing token");
+        // A rebalance a missed: generation 2 gives the partition to b.
+        assert!(b.claim(&tp, &b2, SESSION).await.unwrap());
+        assert!(
+            !a.claim(&tp, &a1, SESSION).await.unwrap(),
+            "an older generation never wins back"
+        );
 
         // a wakes up and tries to commit what it was doing: refused, nothing written.
         let stale = Effects::none().hash_increment(format!("{}:effects", a.base), "e-2", 1);
-        assert!(!a.commit(&tp, &lease_a, 11, Some("e-2"), &stale).await.unwrap());
-        assert!(!a.renew(&tp, &lease_a).await.unwrap());
-        assert_eq!(b.committed(&tp).await.unwrap(), Some(10));
-        assert!(!b.seen("e-2").await.unwrap());
+        assert_eq!(
+            a.commit(&tp, &a1, 11, &[handled("e-2", &stale)]).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            a.renew(std::slice::from_ref(&tp), &a1, SESSION).await.unwrap(),
+            vec![tp.clone()]
+        );
+        assert_eq!(b.position(&tp).await.unwrap().committed, Some(10));
+        assert_eq!(b.seen(&["e-2"]).await.unwrap(), [false]);
         let effects: Option<i64> = b.client.hget(format!("{}:effects", b.base), "e-2").await.unwrap();
         assert_eq!(effects, None);
 
+        assert_eq!(
+            b.commit(&tp, &b2, 11, &[handled("e-2", &NONE)]).await.unwrap(),
+            Some(0)
+        );
+        assert_eq!(a.position(&tp).await.unwrap().committed, Some(11));
+        // A stale release does not free b's claim either.
+        a.release(&tp, &a1).await;
         assert!(
-            b.commit(&tp, &lease_b, 11, Some("e-2"), &Effects::none())
+            b.renew(std::slice::from_ref(&tp), &b2, SESSION)
                 .await
                 .unwrap()
+                .is_empty()
         );
-        assert_eq!(a.committed(&tp).await.unwrap(), Some(11));
-        // A stale release does not free b's lease either.
-        a.release(&tp, &lease_a).await;
-        assert!(b.renew(&tp, &lease_b).await.unwrap());
         let _: i64 = b
             .client
             .del(vec![
-                b.lease_key(&tp),
-                b.epoch_key(&tp),
+                b.owner_key(&tp),
                 b.offsets_key(),
                 b.seen_key("e-1"),
                 b.seen_key("e-2"),
-                b.members_key(),
+            ])
+            .await
+            .unwrap();
+    }
+
+    /// A member that stops renewing (it cannot heartbeat) loses its claim
+    /// when the ttl runs out, and then commits nothing.
+    #[tokio::test]
+    async fn a_lapsed_claim_refuses_commits() {
+        let group = format!("lapse-{}", ulid::Ulid::new());
+        let a = state(&group).await;
+        let tp = TopicPartition {
+            topic: "mes.x.events".into(),
+            partition: 3,
+        };
+        let a1 = owner(1, "a");
+        assert!(a.claim(&tp, &a1, Duration::from_millis(1)).await.unwrap());
+        // PX 1: gone once Redis's clock moved a millisecond; wait for that
+        // by watching the key, not by sleeping.
+        let key = a.owner_key(&tp);
+        loop {
+            let exists: i64 = a.client.exists(&key).await.unwrap();
+            if exists == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            a.commit(&tp, &a1, 5, &[handled("e-1", &NONE)]).await.unwrap(),
+            None
+        );
+        assert_eq!(a.position(&tp).await.unwrap(), StoredPosition::default());
+        assert_eq!(a.seen(&["e-1"]).await.unwrap(), [false]);
+    }
+
+    #[tokio::test]
+    async fn mirrored_offsets_are_read_back_with_the_committed_ones() {
+        let group = format!("mirror-{}", ulid::Ulid::new());
+        let a = state(&group).await;
+        let tp = TopicPartition {
+            topic: "mes.x.events".into(),
+            partition: 1,
+        };
+        let a1 = owner(4, "a");
+        assert!(a.claim(&tp, &a1, SESSION).await.unwrap());
+        assert_eq!(a.commit(&tp, &a1, 9, &[]).await.unwrap(), Some(0));
+        a.mirrored(&[(tp.clone(), 7)]).await.unwrap();
+        assert_eq!(
+            a.position(&tp).await.unwrap(),
+            StoredPosition {
+                committed: Some(9),
+                mirrored: Some(7)
+            }
+        );
+        let _: i64 = a
+            .client
+            .del(vec![a.owner_key(&tp), a.offsets_key(), a.mirrored_key()])
+            .await
+            .unwrap();
+    }
+
+    /// One commit for a fetched batch: each event's effects once, even when
+    /// its id was marked by an earlier commit or comes twice in the batch
+    /// (one event published twice, or read on two partitions).
+    #[tokio::test]
+    async fn a_batch_commit_applies_each_event_id_once() {
+        let group = format!("batch-{}", ulid::Ulid::new());
+        let a = state(&group).await;
+        let tp = TopicPartition {
+            topic: "mes.x.events".into(),
+            partition: 2,
+        };
+        let a1 = owner(1, "a");
+        let effects_key = format!("{}:effects", a.base);
+        let count = |id: &str| Effects::none().hash_increment(effects_key.clone(), id, 1);
+        assert!(a.claim(&tp, &a1, SESSION).await.unwrap());
+        let (e1, e2, e3) = (count("e-1"), count("e-2"), count("e-3"));
+        assert_eq!(
+            a.commit(&tp, &a1, 1, &[handled("e-1", &e1)]).await.unwrap(),
+            Some(0)
+        );
+        assert_eq!(a.seen(&["e-1", "e-2"]).await.unwrap(), [true, false]);
+
+        let batch = [
+            handled("e-1", &e1),
+            handled("e-2", &e2),
+            handled("e-3", &e3),
+            handled("e-2", &e2),
+        ];
+        assert_eq!(
+            a.commit(&tp, &a1, 5, &batch).await.unwrap(),
+            Some(2),
+            "e-1 and the second e-2"
+        );
+        let applied: std::collections::HashMap<String, i64> = a.client.hgetall(&effects_key).await.unwrap();
+        assert_eq!(
+            applied,
+            [("e-1", 1), ("e-2", 1), ("e-3", 1)]
+                .map(|(id, n)| (id.to_owned(), n))
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(a.position(&tp).await.unwrap().committed, Some(5));
+        let _: i64 = a
+            .client
+            .del(vec![
+                a.owner_key(&tp),
+                a.offsets_key(),
+                effects_key,
+                a.seen_key("e-1"),
+                a.seen_key("e-2"),
+                a.seen_key("e-3"),
             ])
             .await
             .unwrap();

@@ -12,6 +12,7 @@ use crate::state::TopicPartition;
 pub(crate) struct PartitionCounters {
     pub(crate) owned: AtomicBool,
     pub(crate) committed: AtomicI64,
+    pub(crate) mirrored: AtomicI64,
     pub(crate) high_watermark: AtomicI64,
     pub(crate) handled: AtomicU64,
     pub(crate) retried: AtomicU64,
@@ -29,6 +30,7 @@ impl PartitionCounters {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct StatsRegistry {
     partitions: Arc<Mutex<BTreeMap<TopicPartition, Arc<PartitionCounters>>>>,
+    group: Arc<Mutex<GroupStats>>,
     changed: Arc<Notify>,
 }
 
@@ -58,7 +60,14 @@ impl StatsRegistry {
         Arc::clone(partitions.entry(tp.clone()).or_default())
     }
 
+    /// Updates the group figures and wakes whoever waits for them.
+    pub(crate) fn group(&self, update: impl FnOnce(&mut GroupStats)) {
+        update(&mut self.group.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changed();
+    }
+
     pub(crate) fn snapshot(&self) -> ConsumerStats {
+        let group = self.group.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let partitions = self.partitions.lock().unwrap_or_else(PoisonError::into_inner);
         let partitions = partitions
             .iter()
@@ -69,6 +78,7 @@ impl StatsRegistry {
                     partition: tp.clone(),
                     owned: c.owned.load(Ordering::Relaxed),
                     committed_offset: committed,
+                    kafka_committed_offset: c.mirrored.load(Ordering::Relaxed),
                     high_watermark,
                     lag: (high_watermark - committed).max(0),
                     handled: c.handled.load(Ordering::Relaxed),
@@ -79,7 +89,7 @@ impl StatsRegistry {
                 }
             })
             .collect();
-        ConsumerStats { partitions }
+        ConsumerStats { partitions, group }
     }
 }
 
@@ -89,11 +99,16 @@ impl StatsRegistry {
 pub struct PartitionStats {
     /// The partition.
     pub partition: TopicPartition,
-    /// Whether this instance holds its lease and reads it now (its start
-    /// position is known: anything published from then on will be read).
+    /// Whether this instance is assigned the partition, holds its claim and
+    /// reads it now (its start position is known: anything published from
+    /// then on will be read).
     pub owned: bool,
-    /// The next offset the group will read (what is committed).
+    /// The next offset the group will read (what is committed in Redis).
     pub committed_offset: i64,
+    /// The offset this instance last committed to Kafka for the group (0
+    /// before any): what Kafka's tooling and lag exporters see. It follows
+    /// `committed_offset` at each heartbeat.
+    pub kafka_committed_offset: i64,
     /// The end of the partition's log at the last fetch.
     pub high_watermark: i64,
     /// Records not yet committed: `high_watermark - committed_offset`.
@@ -110,11 +125,51 @@ pub struct PartitionStats {
     pub ignored: u64,
 }
 
-/// Figures of a consumer instance, per partition it has held.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// This instance's place in its Kafka consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The member id the coordinator gave this instance (empty before the
+    /// first join).
+    pub member_id: String,
+    /// The generation this instance last joined (-1 before).
+    pub generation_id: i32,
+    /// Whether this instance led that generation (it assigned the
+    /// partitions).
+    pub leader: bool,
+    /// Generations joined so far: each one is a rebalance.
+    pub joins: u64,
+    /// Topics some member of the group subscribes to that the leader does
+    /// not: nobody is assigned their partitions, so nobody consumes them.
+    /// Not empty means the fleet's instances disagree on their topics; it is
+    /// also logged as an error on every join.
+    pub subscription_gaps: Vec<String>,
+    /// Topics assigned to this instance that it does not read (the leader
+    /// subscribes to more than it does).
+    pub unsubscribed: Vec<String>,
+}
+
+impl Default for GroupStats {
+    fn default() -> Self {
+        Self {
+            member_id: String::new(),
+            generation_id: -1,
+            leader: false,
+            joins: 0,
+            subscription_gaps: Vec::new(),
+            unsubscribed: Vec::new(),
+        }
+    }
+}
+
+/// Figures of a consumer instance: its group membership, and each
+/// partition it has held.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerStats {
     /// Every partition this instance has held, in order.
     pub partitions: Vec<PartitionStats>,
+    /// Its membership of the Kafka consumer group.
+    pub group: GroupStats,
 }
 
 impl ConsumerStats {

@@ -1,20 +1,22 @@
 //! One partition: fetch in offset order, de-duplicate, handle with retries,
-//! dead-letter what cannot be handled, commit, under the partition's lease.
+//! dead-letter what cannot be handled, commit, while this member's claim on
+//! the partition holds.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use mes_events_types::{KafkaRecord, decode};
+use mes_events_types::{DomainEvent, KafkaRecord, decode};
 use mes_kafka::protocol::record_batch::{Record, RecordError};
 use mes_kafka::{ErrorCode, KafkaClient, OffsetSpec, PartitionFetcher};
 use mes_publisher::EventPublisher;
+use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{ConsumerConfig, StartPosition};
 use crate::handler::{AttemptError, Effects, Handlers};
-use crate::state::{GroupState, Lease, TopicPartition};
+use crate::state::{GroupState, Handled, Owner, TopicPartition};
 use crate::stats::{PartitionCounters, StatsRegistry};
 
 /// Back-off of retried infrastructure calls (Redis, Kafka, dead letters).
@@ -23,9 +25,15 @@ const INFRA_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub(crate) struct PartitionWorker {
     pub(crate) tp: TopicPartition,
-    pub(crate) lease: Lease,
+    pub(crate) owner: Owner,
+    /// The group's committed offset in Kafka when the partition was
+    /// assigned (`None`: none).
+    pub(crate) kafka_committed: Option<i64>,
+    /// The next offset to read, published for the coordinator to mirror
+    /// to Kafka (-1 until the start is known).
+    pub(crate) position: Arc<AtomicI64>,
     /// The cluster client; the worker fetches on its own, so a slow broker
-    /// never holds up the coordinator's lease renewals.
+    /// never holds up the coordinator's heartbeats.
     pub(crate) client: KafkaClient,
     pub(crate) state: Arc<GroupState>,
     pub(crate) handlers: Arc<Handlers>,
@@ -37,12 +45,73 @@ pub(crate) struct PartitionWorker {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
+/// Most events one commit script takes: a longer script holds Redis up
+/// longer (100 measured faster than 500).
+const MAX_COMMIT_BATCH: usize = 100;
+
+/// Handled events not committed yet, and the offset their commit moves to.
+#[derive(Default)]
+struct Run {
+    next: Option<i64>,
+    handled: Vec<(String, Effects)>,
+}
+
+/// A fetched record, read as far as it goes.
+enum Item {
+    Event {
+        at: i64,
+        record: KafkaRecord,
+        event: Box<DomainEvent<Value>>,
+    },
+    Undecodable {
+        at: i64,
+        record: KafkaRecord,
+        reason: String,
+    },
+    Unreadable(RecordError),
+}
+
+impl Item {
+    fn read(fetched: Result<Record, RecordError>) -> Self {
+        let record = match fetched {
+            Ok(record) => record,
+            Err(unreadable) => return Self::Unreadable(unreadable),
+        };
+        let at = record.offset;
+        let (record, bad_header) = kafka_record(record);
+        if let Some(bad_header) = bad_header {
+            let reason = format!("header name {bad_header:?} is not UTF-8");
+            return Self::Undecodable { at, record, reason };
+        }
+        match decode(&record) {
+            Ok(event) => Self::Event {
+                at,
+                record,
+                event: Box::new(event),
+            },
+            Err(e) => Self::Undecodable {
+                at,
+                record,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn event_id(&self) -> Option<&str> {
+        match self {
+            Self::Event { event, .. } => Some(event.id().as_str()),
+            _ => None,
+        }
+    }
+}
+
 /// Why a record's processing ended early.
 enum Interrupted {
-    /// Shutdown or hand-over was asked for; the record stays uncommitted.
+    /// Shutdown or a rebalance asked for it; the record stays uncommitted.
     Stopped,
-    /// A commit was refused: another instance holds the partition now.
-    LeaseLost,
+    /// A commit was refused: this member's claim lapsed or a newer
+    /// generation claimed the partition.
+    ClaimLost,
 }
 
 impl PartitionWorker {
@@ -50,17 +119,23 @@ impl PartitionWorker {
         let span = info_span!("partition", topic = %self.tp.topic, partition = self.tp.partition);
         async {
             match self.consume().await {
-                Interrupted::Stopped => {
-                    self.state.release(&self.tp, &self.lease).await;
-                    info!("stopped and released the partition");
+                Interrupted::Stopped => info!("stopped the partition"),
+                Interrupted::ClaimLost => {
+                    warn!("claim lost (lapsed or taken by a newer generation); stopped")
                 }
-                Interrupted::LeaseLost => warn!("lease lost to another instance; stopped"),
             }
             self.counters.owned.store(false, Ordering::Relaxed);
             self.stats.changed();
         }
         .instrument(span)
         .await;
+    }
+
+    /// Publishes the next offset to read, as committed in Redis.
+    fn committed(&self, offset: i64) {
+        self.counters.committed.store(offset, Ordering::Relaxed);
+        self.position.store(offset, Ordering::Release);
+        self.stats.changed();
     }
 
     fn stopping(&self) -> bool {
@@ -74,8 +149,8 @@ impl PartitionWorker {
         let Some(mut offset) = self.start_offset().await else {
             return Interrupted::Stopped;
         };
-        self.counters.committed.store(offset, Ordering::Relaxed);
-        // Owned from here: the lease is held and the position is known, so
+        self.committed(offset);
+        // Owned from here: the claim is held and the position is known, so
         // anything published from now on will be read.
         self.counters.owned.store(true, Ordering::Relaxed);
         self.stats.changed();
@@ -125,26 +200,15 @@ impl PartitionWorker {
             let Ok(_permit) = permits.acquire().await else {
                 return Interrupted::Stopped;
             };
-            for record in fetched.records {
+            let mut records = fetched.records.into_iter().peekable();
+            while records.peek().is_some() {
                 if self.stopping() {
                     return Interrupted::Stopped;
                 }
-                let processed = match record {
-                    Ok(record) => {
-                        let next = record.offset + 1;
-                        self.process(record).await.map(|()| next)
-                    }
-                    Err(unreadable) => {
-                        let next = unreadable.last_offset + 1;
-                        self.unreadable(&unreadable).await.map(|()| next)
-                    }
-                };
-                match processed {
-                    Ok(next) => offset = next,
-                    Err(interrupted) => return interrupted,
+                let chunk: Vec<_> = records.by_ref().take(MAX_COMMIT_BATCH).collect();
+                if let Err(interrupted) = self.process(chunk, &mut offset).await {
+                    return interrupted;
                 }
-                self.counters.committed.store(offset, Ordering::Relaxed);
-                self.stats.changed();
             }
             // Past control batches and compacted-away offsets too.
             offset = offset.max(fetched.next_offset);
@@ -152,13 +216,23 @@ impl PartitionWorker {
         Interrupted::Stopped
     }
 
-    /// Where to start: the committed offset, else the configured position.
+    /// Where to start: the committed offset (Kafka's if someone else moved
+    /// it, else Redis's), else the configured position.
     async fn start_offset(&mut self) -> Option<i64> {
         let mut backoff = INFRA_BACKOFF;
         loop {
-            match self.state.committed(&self.tp).await {
-                Ok(Some(offset)) => return Some(offset),
-                Ok(None) => {
+            match self.state.position(&self.tp).await {
+                Ok(stored) => {
+                    if let Some(start) = stored.start(self.kafka_committed) {
+                        if Some(start) != stored.committed {
+                            info!(
+                                start,
+                                redis = ?stored.committed,
+                                "starting at the group's offset in Kafka: a kafkajs member or an operator moved it"
+                            );
+                        }
+                        return Some(start);
+                    }
                     let at = match self.config.start {
                         StartPosition::Earliest => OffsetSpec::Earliest,
                         StartPosition::Latest => OffsetSpec::Latest,
@@ -230,91 +304,162 @@ impl PartitionWorker {
             0,
         )
         .await?;
-        self.commit(unreadable.last_offset + 1, None, &Effects::none())
-            .await
+        self.commit(unreadable.last_offset + 1, None).await
     }
 
-    async fn process(&mut self, record: Record) -> Result<(), Interrupted> {
-        let offset = record.offset;
-        let (kafka_record, bad_header) = kafka_record(record);
-        if let Some(bad_header) = bad_header {
-            warn!(offset, "a header name is not UTF-8; dead-lettering the record");
-            let reason = format!("undecodable: header name {bad_header:?} is not UTF-8");
-            self.dead_letter(&kafka_record, offset, &reason, 0).await?;
-            return self.commit(offset + 1, None, &Effects::none()).await;
+    /// Handles fetched records in order with one read of their seen marks
+    /// and, when every handler succeeds at once, one commit; advances
+    /// `offset` past what is committed. A record that needs a retry or a
+    /// dead letter is handled alone, after the run before it is committed.
+    async fn process(
+        &mut self,
+        records: Vec<Result<Record, RecordError>>,
+        offset: &mut i64,
+    ) -> Result<(), Interrupted> {
+        let items: Vec<Item> = records.into_iter().map(Item::read).collect();
+        let ids: Vec<&str> = items.iter().filter_map(Item::event_id).collect();
+        let seen = self
+            .retry_state(|state| {
+                let ids = ids.clone();
+                async move { state.seen(&ids).await }
+            })
+            .await?;
+        let mut seen = seen.into_iter();
+        let mut run = Run::default();
+        for item in &items {
+            if self.stopping() {
+                break;
+            }
+            match item {
+                Item::Unreadable(unreadable) => {
+                    self.flush(&mut run, offset).await?;
+                    self.unreadable(unreadable).await?;
+                    self.advance(offset, unreadable.last_offset + 1);
+                }
+                Item::Undecodable { at, record, reason } => {
+                    self.flush(&mut run, offset).await?;
+                    warn!(offset = at, %reason, "undecodable record; dead-lettering it");
+                    self.dead_letter(record, *at, &format!("undecodable: {reason}"), 0)
+                        .await?;
+                    self.commit(at + 1, None).await?;
+                    self.advance(offset, at + 1);
+                }
+                Item::Event { at, record, event } => {
+                    let already_seen = seen.next().unwrap_or(false);
+                    let span = info_span!(
+                        "event",
+                        offset = at,
+                        event_id = %event.id(),
+                        event_type = %event.event_type(),
+                        correlation_id = event.correlation_id(),
+                    );
+                    self.event(*at, record, event, already_seen, &mut run, offset)
+                        .instrument(span)
+                        .await?;
+                }
+            }
         }
-        let event = match decode(&kafka_record) {
-            Ok(event) => event,
-            Err(e) => {
-                warn!(offset, error = %e, "undecodable record; dead-lettering it");
-                self.dead_letter(&kafka_record, offset, &format!("undecodable: {e}"), 0)
-                    .await?;
-                return self.commit(offset + 1, None, &Effects::none()).await;
+        self.flush(&mut run, offset).await
+    }
+
+    /// One decoded event: skipped when seen, else planned and handled;
+    /// joins the run when its first attempt succeeds.
+    async fn event(
+        &mut self,
+        at: i64,
+        record: &KafkaRecord,
+        event: &DomainEvent<Value>,
+        already_seen: bool,
+        run: &mut Run,
+        offset: &mut i64,
+    ) -> Result<(), Interrupted> {
+        let id = event.id().as_str();
+        if already_seen {
+            PartitionCounters::add(&self.counters.duplicates);
+            run.next = Some(at + 1);
+            return Ok(());
+        }
+        let plan = match self.handlers.plan(event) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
+                PartitionCounters::add(&self.counters.ignored);
+                run.next = Some(at + 1);
+                return Ok(());
+            }
+            Err(reason) => {
+                self.flush(run, offset).await?;
+                warn!(%reason, "dead-lettering the event");
+                self.dead_letter(record, at, &reason, 1).await?;
+                self.commit(at + 1, Some(id)).await?;
+                self.advance(offset, at + 1);
+                return Ok(());
             }
         };
-        let span = info_span!(
-            "event",
-            offset,
-            event_id = %event.id(),
-            event_type = %event.event_type(),
-            correlation_id = event.correlation_id(),
-        );
-        let id = event.id().as_str().to_owned();
-        async {
-            if self
-                .retry_state(|state| {
-                    let id = id.clone();
-                    async move { state.seen(&id).await }
-                })
-                .await?
-            {
-                PartitionCounters::add(&self.counters.duplicates);
-                return self.commit(offset + 1, None, &Effects::none()).await;
-            }
-            let plan = match self.handlers.plan(&event) {
-                Ok(Some(plan)) => plan,
-                Ok(None) => {
-                    PartitionCounters::add(&self.counters.ignored);
-                    return self.commit(offset + 1, None, &Effects::none()).await;
+        let max_attempts = self.config.retry.max_attempts;
+        let mut attempt = 1;
+        loop {
+            let outcome = self.handlers.attempt(&plan, event).await.map_err(|e| match e {
+                AttemptError::Failed(e) => (e.to_string(), true),
+                AttemptError::Rejected(reason) => (reason, false),
+            });
+            match outcome {
+                Ok(effects) => {
+                    PartitionCounters::add(&self.counters.handled);
+                    run.handled.push((id.to_owned(), effects));
+                    run.next = Some(at + 1);
+                    if attempt > 1 {
+                        // Retried: commit at once rather than risk its
+                        // attempts again on a later failure of the run.
+                        self.flush(run, offset).await?;
+                    }
+                    return Ok(());
                 }
-                Err(reason) => {
-                    warn!(%reason, "dead-lettering the event");
-                    self.dead_letter(&kafka_record, offset, &reason, 1).await?;
-                    return self.commit(offset + 1, Some(&id), &Effects::none()).await;
+                Err((reason, retryable)) if retryable && attempt < max_attempts => {
+                    if attempt == 1 {
+                        // What succeeded before it is committed before the wait.
+                        self.flush(run, offset).await?;
+                    }
+                    PartitionCounters::add(&self.counters.retried);
+                    warn!(attempt, %reason, "handler failed; retrying");
+                    attempt += 1;
+                    let wait = self.config.retry.backoff_before(attempt);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = self.stop.changed() => return Err(Interrupted::Stopped),
+                    }
                 }
-            };
-            let max_attempts = self.config.retry.max_attempts;
-            let mut attempt = 1;
-            loop {
-                let outcome = self.handlers.attempt(&plan, &event).await.map_err(|e| match e {
-                    AttemptError::Failed(e) => (e.to_string(), true),
-                    AttemptError::Rejected(reason) => (reason, false),
-                });
-                match outcome {
-                    Ok(effects) => {
-                        PartitionCounters::add(&self.counters.handled);
-                        return self.commit(offset + 1, Some(&id), &effects).await;
-                    }
-                    Err((reason, retryable)) if retryable && attempt < max_attempts => {
-                        PartitionCounters::add(&self.counters.retried);
-                        warn!(attempt, %reason, "handler failed; retrying");
-                        attempt += 1;
-                        let wait = self.config.retry.backoff_before(attempt);
-                        tokio::select! {
-                            () = tokio::time::sleep(wait) => {}
-                            _ = self.stop.changed() => return Err(Interrupted::Stopped),
-                        }
-                    }
-                    Err((reason, _)) => {
-                        warn!(attempt, %reason, "handler gave up; dead-lettering the event");
-                        self.dead_letter(&kafka_record, offset, &reason, attempt).await?;
-                        return self.commit(offset + 1, Some(&id), &Effects::none()).await;
-                    }
+                Err((reason, _)) => {
+                    self.flush(run, offset).await?;
+                    warn!(attempt, %reason, "handler gave up; dead-lettering the event");
+                    self.dead_letter(record, at, &reason, attempt).await?;
+                    self.commit(at + 1, Some(id)).await?;
+                    self.advance(offset, at + 1);
+                    return Ok(());
                 }
             }
         }
-        .instrument(span)
-        .await
+    }
+
+    /// Commits the run so far, if any: its offset, and each handled
+    /// event's mark and effects.
+    async fn flush(&mut self, run: &mut Run, offset: &mut i64) -> Result<(), Interrupted> {
+        let Some(next) = run.next.take() else {
+            return Ok(());
+        };
+        let handled = std::mem::take(&mut run.handled);
+        let events: Vec<Handled<'_>> = handled
+            .iter()
+            .map(|(event_id, effects)| Handled { event_id, effects })
+            .collect();
+        self.commit_events(next, &events).await?;
+        self.advance(offset, next);
+        Ok(())
+    }
+
+    /// Moves the position on after a commit, and says so.
+    fn advance(&self, offset: &mut i64, next: i64) {
+        *offset = next;
+        self.committed(next);
     }
 
     /// Runs a state call until it succeeds (Redis may be down for a while);
@@ -338,23 +483,35 @@ impl PartitionWorker {
         }
     }
 
-    async fn commit(
-        &mut self,
-        next: i64,
-        event_id: Option<&str>,
-        effects: &Effects,
-    ) -> Result<(), Interrupted> {
-        let (tp, lease) = (self.tp.clone(), self.lease.clone());
+    /// Commits one record's offset, marking its event id (if any) seen.
+    async fn commit(&mut self, next: i64, event_id: Option<&str>) -> Result<(), Interrupted> {
+        let none = Effects::none();
+        let events: Vec<Handled<'_>> = event_id
+            .map(|event_id| Handled {
+                event_id,
+                effects: &none,
+            })
+            .into_iter()
+            .collect();
+        self.commit_events(next, &events).await
+    }
+
+    async fn commit_events(&mut self, next: i64, events: &[Handled<'_>]) -> Result<(), Interrupted> {
+        let (tp, owner) = (self.tp.clone(), self.owner.clone());
         let committed = self
             .retry_state(|state| {
-                let (tp, lease) = (tp.clone(), lease.clone());
-                async move { state.commit(&tp, &lease, next, event_id, effects).await }
+                let (tp, owner) = (tp.clone(), owner.clone());
+                async move { state.commit(&tp, &owner, next, events).await }
             })
             .await?;
-        if committed {
-            Ok(())
-        } else {
-            Err(Interrupted::LeaseLost)
+        match committed {
+            Some(marked) => {
+                // Handled meanwhile by another partition's copy of the event
+                // (or twice in this run): its effects were not applied again.
+                self.counters.duplicates.fetch_add(marked, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(Interrupted::ClaimLost),
         }
     }
 

@@ -60,7 +60,8 @@ impl Setup {
             mes_sync::KafkaConfig::new([self.brokers.as_str()]),
             mes_testkit::redis_url(),
         )
-        .lease_ttl(Duration::from_secs(2))
+        .session_timeout(Duration::from_secs(10))
+        .heartbeat_interval(Duration::from_millis(200))
         .fetch_max_wait(Duration::from_millis(100))
         .handler_retry(
             HandlerRetry::default()

@@ -29,15 +29,17 @@ fn var(name: &str) -> String {
 #[tokio::main]
 async fn main() {
     let group = var(env::GROUP);
+    let _name = var(env::MEMBER);
     let event_type = EventType::parse(&var(env::EVENT_TYPE)).expect("event type");
-    let lease = Duration::from_millis(var(env::LEASE_MS).parse().expect("lease ms"));
+    let session = Duration::from_millis(var(env::SESSION_MS).parse().expect("session ms"));
     let config = ConsumerConfig::new(
         group.clone(),
         mes_sync::KafkaConfig::new([var(env::BROKERS)]),
         var(env::REDIS),
     )
-    .member_id(var(env::MEMBER))
-    .lease_ttl(lease)
+    .session_timeout(session)
+    .rebalance_timeout(session)
+    .heartbeat_interval(session / 10)
     .fetch_max_wait(Duration::from_millis(100));
     let consumer = EventConsumer::new(config)
         .on_type(event_type, move |event: DomainEvent<Value>| {

@@ -33,19 +33,23 @@ pub struct Group {
     pub redis: String,
     pub group: String,
     pub event_type: String,
-    pub lease: Duration,
+    pub session: Duration,
 }
 
 impl Group {
     /// A group reading events of a type of its own (`t{name}{ulid}.thing.happened`),
     /// whose topic is created with `partitions`; and a publisher to it that
     /// sends one event per request (see `consumer_kill.rs` on why).
-    pub async fn with_topic(name: &str, lease: Duration, partitions: u16) -> (Self, String, EventPublisher) {
+    pub async fn with_topic(
+        name: &str,
+        session: Duration,
+        partitions: u16,
+    ) -> (Self, String, EventPublisher) {
         let event_type = format!(
             "t{name}{}.thing.happened",
             ulid::Ulid::new().to_string().to_lowercase()
         );
-        let group = Self::new(&event_type, lease);
+        let group = Self::new(&event_type, session);
         let topic = mes_events_types::topic_for_type(&event_type).unwrap();
         let config = PublisherConfig::new([group.brokers.as_str()]).linger(Duration::ZERO);
         let publisher = EventPublisher::connect(config).await.unwrap();
@@ -60,13 +64,13 @@ impl Group {
         (group, topic, publisher)
     }
 
-    pub fn new(event_type: &str, lease: Duration) -> Self {
+    pub fn new(event_type: &str, session: Duration) -> Self {
         Self {
             brokers: mes_testkit::kafka_brokers(),
             redis: mes_testkit::redis_url(),
             group: format!("e2e-{}", ulid::Ulid::new()),
             event_type: event_type.to_owned(),
-            lease,
+            session,
         }
     }
 
@@ -115,7 +119,7 @@ impl Group {
             .env(env::GROUP, &self.group)
             .env(env::EVENT_TYPE, &self.event_type)
             .env(env::MEMBER, name)
-            .env(env::LEASE_MS, self.lease.as_millis().to_string())
+            .env(env::SESSION_MS, self.session.as_millis().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -140,14 +144,15 @@ impl Group {
 }
 
 impl Member {
-    /// SIGKILL: no shutdown, no lease released, nothing flushed.
+    /// SIGKILL: no shutdown, no claim released, no LeaveGroup, nothing
+    /// flushed.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// Closes its stdin: it shuts down gracefully (finishes, commits,
-    /// releases its leases).
+    /// releases its claims, leaves the group).
     pub fn stop(&mut self) {
         self.stdin.take();
     }
