@@ -313,6 +313,17 @@ impl GroupState {
         Ok(marks.iter().map(Option::is_some).collect())
     }
 
+    /// Forgets that an event id was handled, so its next delivery runs the
+    /// handler again (a dead letter replayed on purpose).
+    pub(crate) async fn unmark(&self, event_id: &str) -> Result<(), Error> {
+        let _: i64 = self
+            .client
+            .del(self.seen_key(event_id))
+            .await
+            .map_err(state_error("remove an event's seen mark"))?;
+        Ok(())
+    }
+
     /// Commits `next_offset` for the partition and, for each of `events`
     /// not marked yet, marks it and applies its effects: all at once, and
     /// only while `owner` holds the partition. `None`: it does not, nothing

@@ -45,6 +45,9 @@ pub(crate) struct PartitionWorker {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
+/// The prefix of the headers a dead letter gets (`mes-dlq-reason`, ...).
+pub(crate) const DLQ_HEADER_PREFIX: &str = "mes-dlq-";
+
 /// Most events one commit script takes: a longer script holds Redis up
 /// longer (100 measured faster than 500).
 const MAX_COMMIT_BATCH: usize = 100;
@@ -121,7 +124,7 @@ impl PartitionWorker {
             match self.consume().await {
                 Interrupted::Stopped => info!("stopped the partition"),
                 Interrupted::ClaimLost => {
-                    warn!("claim lost (lapsed or taken by a newer generation); stopped")
+                    warn!("claim lost (lapsed or taken by a newer generation); stopped");
                 }
             }
             self.counters.owned.store(false, Ordering::Relaxed);
@@ -567,23 +570,26 @@ fn starting_offset(entry: &Result<Record, RecordError>) -> i64 {
 /// is not UTF-8 (that record cannot be an event; its names are kept lossily
 /// in the dead letter).
 fn kafka_record(record: Record) -> (KafkaRecord, Option<String>) {
-    let mut bad = None;
-    let headers = record
-        .headers
-        .into_iter()
-        .map(|(name, value)| {
-            let name = String::from_utf8(name).unwrap_or_else(|e| {
-                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
-                bad.get_or_insert_with(|| lossy.clone());
-                lossy
-            });
-            (name, value)
-        })
-        .collect();
+    let bad = record.headers.iter().find_map(|(name, _)| {
+        std::str::from_utf8(name)
+            .is_err()
+            .then(|| String::from_utf8_lossy(name).into_owned())
+    });
     let record = KafkaRecord {
         key: record.key,
-        headers,
+        headers: headers(record.headers),
         value: record.value,
     };
     (record, bad)
+}
+
+/// Header names as text, lossily where they are not UTF-8.
+pub(crate) fn headers(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    raw.into_iter()
+        .map(|(name, value)| {
+            let name = String::from_utf8(name)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (name, value)
+        })
+        .collect()
 }

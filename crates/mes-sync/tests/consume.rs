@@ -318,3 +318,97 @@ async fn a_restarted_consumer_goes_on_from_the_committed_offset() {
     consumer.shutdown().await;
     forget_group(&s.group).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_letter_is_handled_again_once_the_cause_is_fixed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use mes_sync::DeadLetterReplay;
+
+    let s = setup("replay", 1).await;
+    let failing = s.event("FAIL", json!({"n": 1}));
+    let fine = s.event("G-1", json!({"n": 2}));
+    s.publisher.publish(&failing).await.unwrap();
+    s.publisher.publish(&fine).await.unwrap();
+
+    let broken = Arc::new(AtomicBool::new(true));
+    let (handled, mut handled_rx) = mpsc::unbounded_channel();
+    let consumer = {
+        let broken = Arc::clone(&broken);
+        EventConsumer::new(s.config())
+            .on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
+                let (handled, broken) = (handled.clone(), Arc::clone(&broken));
+                async move {
+                    if event.entity_id() == Some("FAIL") && broken.load(Ordering::SeqCst) {
+                        return Err(std::io::Error::other("the material service is down"));
+                    }
+                    handled.send(event.id().clone()).unwrap();
+                    Ok(Effects::none())
+                }
+            })
+            .start()
+            .await
+            .unwrap()
+    };
+    assert_eq!(handled_rx.recv().await.unwrap(), *fine.id());
+    consumer
+        .wait_for(|s| s.dead_lettered() == 1 && s.lag() == 0)
+        .await;
+
+    let replay = DeadLetterReplay::new(s.config(), &s.topic).reason_contains("material service is down");
+    let client = mes_kafka::KafkaClient::connect(mes_sync::KafkaConfig::new([s.brokers.as_str()]))
+        .await
+        .unwrap();
+    let end_before = client
+        .list_offset(&s.topic, 0, mes_kafka::OffsetSpec::Latest)
+        .await
+        .unwrap();
+    let planned = replay.clone().dry_run(true).run().await.unwrap();
+    assert!(planned.dry_run);
+    assert_eq!(planned.examined, 1);
+    assert_eq!(planned.replayed.len(), 1);
+    let letter = &planned.replayed[0];
+    assert_eq!(letter.event_id.as_deref(), Some(failing.id().as_str()));
+    assert_eq!((letter.source.partition, letter.source_offset), (0, 0));
+    assert!(
+        letter.reason.contains("material service is down"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(
+        client
+            .list_offset(&s.topic, 0, mes_kafka::OffsetSpec::Latest)
+            .await
+            .unwrap(),
+        end_before,
+        "a dry run publishes nothing"
+    );
+    let other_reason = replay
+        .clone()
+        .reason_contains("timeout")
+        .dry_run(true)
+        .run()
+        .await
+        .unwrap();
+    assert!(other_reason.replayed.is_empty(), "filters narrow the choice");
+
+    // The cause is fixed: the replayed event is handled, not skipped as a
+    // duplicate of its dead-lettered self.
+    broken.store(false, Ordering::SeqCst);
+    let done = replay.run().await.unwrap();
+    assert_eq!(done.replayed, planned.replayed);
+    assert_eq!(handled_rx.recv().await.unwrap(), *failing.id());
+    let stats = consumer.wait_for(|s| s.lag() == 0 && s.handled() == 2).await;
+    assert_eq!(stats.dead_lettered(), 1);
+    consumer.shutdown().await;
+
+    let replayed = read_topic(&s.brokers, &s.topic).await;
+    assert_eq!(replayed.len(), 3);
+    assert_eq!(
+        replayed[2],
+        read_topic(&s.brokers, &s.topic).await[0],
+        "key, headers and value as first published"
+    );
+    forget_group(&s.group).await;
+}
