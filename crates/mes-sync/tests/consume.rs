@@ -55,10 +55,14 @@ async fn setup(name: &str, partitions: u16) -> Setup {
 
 impl Setup {
     fn config(&self) -> ConsumerConfig {
+        self.config_on(&mes_testkit::redis_url())
+    }
+
+    fn config_on(&self, redis_url: &str) -> ConsumerConfig {
         ConsumerConfig::new(
             self.group.clone(),
             mes_sync::KafkaConfig::new([self.brokers.as_str()]),
-            mes_testkit::redis_url(),
+            redis_url,
         )
         .session_timeout(Duration::from_secs(10))
         .heartbeat_interval(Duration::from_millis(200))
@@ -80,10 +84,16 @@ impl Setup {
     }
 }
 
-async fn redis() -> fred::prelude::Client {
+fn redis_cluster_url() -> String {
+    mes_testkit::required_env(
+        "MES_TEST_REDIS_CLUSTER_URL",
+        "Redis Cluster of three masters (redis-cluster://host:port?node=...)",
+    )
+}
+
+async fn redis_at(url: &str) -> fred::prelude::Client {
     use fred::prelude::*;
-    let url = mes_testkit::redis_url();
-    let client = Builder::from_config(Config::from_url(&url).unwrap())
+    let client = Builder::from_config(Config::from_url(url).unwrap())
         .build()
         .unwrap();
     client.init().await.unwrap();
@@ -92,31 +102,22 @@ async fn redis() -> fred::prelude::Client {
 
 /// Removes every key of the group (its state and the test's effects).
 async fn forget_group(group: &str) {
+    forget_group_at(&mes_testkit::redis_url(), group).await;
+}
+
+/// The same on any Redis: the group's keys share its hash tag, so one
+/// script on the node of that slot sees them all.
+async fn forget_group_at(url: &str, group: &str) {
     use fred::prelude::*;
-    let client = redis().await;
-    let mut cursor = "0".to_owned();
-    loop {
-        let (next, keys): (String, Vec<String>) = client
-            .custom(
-                fred::cmd!("SCAN"),
-                vec![
-                    cursor.clone(),
-                    "MATCH".into(),
-                    format!("mes:sync:{{{group}}}:*"),
-                    "COUNT".into(),
-                    "1000".into(),
-                ],
-            )
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: i64 = client.del(keys).await.unwrap();
-        }
-        if next == "0" {
-            break;
-        }
-        cursor = next;
-    }
+    let _: i64 = redis_at(url)
+        .await
+        .eval(
+            "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('DEL', k) end return n",
+            vec![format!("mes:sync:{{{group}}}:any")],
+            vec![format!("mes:sync:{{{group}}}:*")],
+        )
+        .await
+        .unwrap();
 }
 
 async fn read_topic(brokers: &str, topic: &str) -> Vec<KafkaRecord> {
@@ -129,6 +130,17 @@ async fn read_topic(brokers: &str, topic: &str) -> Vec<KafkaRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_handled_in_order_per_entity_with_effects_applied_once() {
+    handled_in_order_with_effects_once(&mes_testkit::redis_url()).await;
+}
+
+/// The group's state (offsets, owners, seen marks) and the effects under its
+/// hash tag, on a 3-master Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_state_works_on_a_redis_cluster() {
+    handled_in_order_with_effects_once(&redis_cluster_url()).await;
+}
+
+async fn handled_in_order_with_effects_once(redis_url: &str) {
     let s = setup("order", 3).await;
     let events: Vec<DomainEvent> = (0..300)
         .map(|i| s.event(&format!("E-{}", i % 30), json!({"seq": i / 30})))
@@ -141,7 +153,7 @@ async fn events_are_handled_in_order_per_entity_with_effects_applied_once() {
 
     let (seen, mut seen_rx) = mpsc::unbounded_channel();
     let key = s.effects_key();
-    let consumer = EventConsumer::new(s.config())
+    let consumer = EventConsumer::new(s.config_on(redis_url))
         .on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
             let (seen, key) = (seen.clone(), key.clone());
             async move {
@@ -175,10 +187,10 @@ async fn events_are_handled_in_order_per_entity_with_effects_applied_once() {
 
     use fred::prelude::HashesInterface;
     let effects: std::collections::HashMap<String, i64> =
-        redis().await.hgetall(s.effects_key()).await.unwrap();
+        redis_at(redis_url).await.hgetall(s.effects_key()).await.unwrap();
     assert_eq!(effects.len(), 300);
     assert!(effects.values().all(|n| *n == 1));
-    forget_group(&s.group).await;
+    forget_group_at(redis_url, &s.group).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
