@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use mes_events_types::{DomainEvent, KafkaRecord, decode};
 use mes_kafka::protocol::record_batch::{Record, RecordError};
-use mes_kafka::{ErrorCode, KafkaClient, OffsetSpec, PartitionFetcher};
+use mes_kafka::{ErrorCode, Fetched, KafkaClient, OffsetSpec, PartitionFetcher};
 use mes_publisher::EventPublisher;
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{ConsumerConfig, StartPosition};
@@ -108,6 +109,29 @@ impl Item {
     }
 }
 
+/// The next fetch, running while the previous answer is handled. Dropping
+/// it cancels the fetch.
+struct Prefetch {
+    from: i64,
+    task: JoinHandle<(PartitionFetcher, mes_kafka::Result<Fetched>)>,
+}
+
+impl Prefetch {
+    fn start(mut fetcher: PartitionFetcher, from: i64) -> Self {
+        let task = tokio::spawn(async move {
+            let fetched = fetcher.fetch(from).await;
+            (fetcher, fetched)
+        });
+        Self { from, task }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Why a record's processing ended early.
 enum Interrupted {
     /// Shutdown or a rebalance asked for it; the record stays uncommitted.
@@ -145,10 +169,13 @@ impl PartitionWorker {
         *self.stop.borrow()
     }
 
-    async fn consume(&mut self) -> Interrupted {
-        let mut fetcher = PartitionFetcher::new(self.client.clone(), &self.tp.topic, self.tp.partition)
+    fn fetcher(&self) -> PartitionFetcher {
+        PartitionFetcher::new(self.client.clone(), &self.tp.topic, self.tp.partition)
             .max_wait(self.config.fetch_max_wait)
-            .max_bytes(usize::try_from(self.config.fetch_max_bytes).unwrap_or(1024 * 1024));
+            .max_bytes(usize::try_from(self.config.fetch_max_bytes).unwrap_or(1024 * 1024))
+    }
+
+    async fn consume(&mut self) -> Interrupted {
         let Some(mut offset) = self.start_offset().await else {
             return Interrupted::Stopped;
         };
@@ -158,11 +185,21 @@ impl PartitionWorker {
         self.counters.owned.store(true, Ordering::Relaxed);
         self.stats.changed();
         let mut backoff = INFRA_BACKOFF;
+        let mut prefetch = Prefetch::start(self.fetcher(), offset);
         while !self.stopping() {
-            let fetched = tokio::select! {
-                fetched = fetcher.fetch(offset) => fetched,
+            let joined = tokio::select! {
+                joined = &mut prefetch.task => joined,
                 _ = self.stop.changed() => return Interrupted::Stopped,
             };
+            let Ok((fetcher, fetched)) = joined else {
+                warn!("a fetch task ended abnormally; fetching again");
+                prefetch = Prefetch::start(self.fetcher(), offset);
+                continue;
+            };
+            if prefetch.from != offset {
+                prefetch = Prefetch::start(fetcher, offset);
+                continue;
+            }
             let fetched = match fetched {
                 Ok(fetched) => {
                     backoff = INFRA_BACKOFF;
@@ -170,6 +207,8 @@ impl PartitionWorker {
                         .high_watermark
                         .store(fetched.high_watermark, Ordering::Relaxed);
                     self.stats.changed();
+                    // The next answer is on its way while this one is handled.
+                    prefetch = Prefetch::start(fetcher, offset.max(fetched.next_offset));
                     fetched
                 }
                 Err(e) if e.code() == Some(ErrorCode::OFFSET_OUT_OF_RANGE) => {
@@ -182,6 +221,7 @@ impl PartitionWorker {
                         earliest, "committed offset is out of range; going on from the earliest"
                     );
                     offset = earliest;
+                    prefetch = Prefetch::start(fetcher, offset);
                     continue;
                 }
                 Err(e) => {
@@ -189,6 +229,7 @@ impl PartitionWorker {
                     if !self.pause(&mut backoff).await {
                         return Interrupted::Stopped;
                     }
+                    prefetch = Prefetch::start(fetcher, offset);
                     continue;
                 }
             };
