@@ -10,10 +10,14 @@ const { Kafka, logLevel } = require('kafkajs')
 
 const [brokers, group, topic, sessionMs] = process.argv.slice(2)
 const session = Number(sessionMs)
+// KAFKAJS_DEBUG=1 traces kafkajs's requests on stderr.
+const toStderr = () => ({ namespace, level, label, log }) =>
+  console.error(`kafkajs ${label} ${namespace} ${JSON.stringify(log)}`)
 const kafka = new Kafka({
   clientId: 'mes-test-kafkajs',
   brokers: brokers.split(','),
-  logLevel: logLevel.NOTHING,
+  logLevel: process.env.KAFKAJS_DEBUG ? logLevel.DEBUG : logLevel.NOTHING,
+  logCreator: toStderr,
 })
 const consumer = kafka.consumer({
   groupId: group,
