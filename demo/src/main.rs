@@ -391,7 +391,7 @@ async fn scenario(
     // part:{partId} and work_order:*:{partId} go when a part changes...
     .sync(cache.clone(), CacheSync::fleet())
     // ...and the denormalised part name on the work orders is updated.
-    .on::<PartUpdated, _, _, std::io::Error>(move |event: DomainEvent<PartUpdated>| {
+    .on(move |event: DomainEvent<PartUpdated>| {
         let (applied, columns) = (applied.clone(), Arc::clone(&columns));
         async move {
             if event.data().part_id == PART_ID {
@@ -400,7 +400,7 @@ async fn scenario(
                 }
                 let _ = applied.send(event.id().to_string());
             }
-            Ok(Effects::none())
+            Effects::none()
         }
     });
     let consumer = if backing.consumer_is_real() {

@@ -148,7 +148,7 @@ async fn events_are_handled_in_order_per_entity_with_effects_applied_once() {
                 let seq = event.data()["seq"].as_u64().unwrap();
                 let effects = Effects::none().hash_increment(&key, event.id().as_str(), 1);
                 seen.send((entity, seq)).unwrap();
-                Ok::<_, std::io::Error>(effects)
+                effects
             }
         })
         .start()
@@ -217,11 +217,11 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on()
 
     let (handled, mut handled_rx) = mpsc::unbounded_channel();
     let consumer = EventConsumer::new(s.config())
-        .on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
+        .try_on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
             let handled = handled.clone();
             async move {
                 if event.entity_id() == Some("FAIL") {
-                    return Err(std::io::Error::other("the handler always fails for this one"));
+                    return Err("the handler always fails for this one".into());
                 }
                 handled.send(event.id().clone()).unwrap();
                 Ok(Effects::none())
@@ -287,7 +287,7 @@ async fn a_restarted_consumer_goes_on_from_the_committed_offset() {
                 let tx = tx.clone();
                 async move {
                     tx.send(event.id().to_string()).unwrap();
-                    Ok::<_, std::io::Error>(Effects::none())
+                    Effects::none()
                 }
             })
             .start()
