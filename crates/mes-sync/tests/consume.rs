@@ -317,3 +317,42 @@ async fn a_restarted_consumer_goes_on_from_the_committed_offset() {
     consumer.shutdown().await;
     forget_group(&s.group).await;
 }
+
+/// `on_unknown` sees only the topics the consumer reads, so the consumer
+/// says at start-up which topics those are and which event types have a
+/// handler: once, when it starts, not at each rebalance.
+#[tokio::test]
+async fn the_start_up_log_names_the_topics_and_the_handled_types() {
+    let s = setup("startlog", 1).await;
+    let extra_topic = unique("extra");
+    let logs = mes_testkit::logs::CapturedLogs::default();
+    let _guard = logs.install();
+    let consumer = EventConsumer::new(s.config())
+        .on_type(s.event_type.clone(), |_: DomainEvent<Value>| async {
+            Effects::none()
+        })
+        .on_unknown(|_: DomainEvent<Value>| async { Effects::none() })
+        .subscribe(extra_topic.clone())
+        .start()
+        .await
+        .unwrap();
+    consumer.wait_for(|stats| stats.owned().len() == 1).await;
+    consumer.shutdown().await;
+    forget_group(&s.group).await;
+
+    let starting: Vec<_> = logs
+        .events_at(tracing::Level::INFO)
+        .into_iter()
+        .filter(|event| event.message == "consumer starting")
+        .collect();
+    assert_eq!(starting.len(), 1, "{:?}", logs.events());
+    let fields = &starting[0].fields;
+    assert_eq!(fields["group"], s.group);
+    let mut topics = vec![extra_topic, s.topic.clone()];
+    topics.sort();
+    assert_eq!(fields["topics"], format!("{topics:?}"));
+    assert_eq!(
+        fields["handled_types"],
+        format!("{:?}", ["(unknown types)".to_owned(), s.event_type.to_string()])
+    );
+}
