@@ -51,7 +51,9 @@ Tasks:
               the workspace against it, one taking mes-events-types alone and
               one mes-cache alone, print their `cargo tree` and fail if the
               first pulls in a runtime or network crate or the second a Kafka
-              client. Extra args go to `cargo publish` (e.g. --allow-dirty).
+              client; and a third taking mes-sync from the checkout by path,
+              with the README's [registries.mes] entry (never contacted).
+              Extra args go to `cargo publish` (e.g. --allow-dirty).
   fuzz        Fuzz mes-kafka's decoders (answers, record batches, consumer
               protocol) with libFuzzer on stable: `fuzz [SECONDS] [TARGET...]`,
               60 s per target by default; corpus in fuzz/corpus/<target>.
