@@ -42,6 +42,7 @@ use mes_publisher::{
     Acknowledged, EventPublisher, Outbox, OutboxRelay, OutboxTable, PublisherConfig, RecordedEvents,
     RelayConfig, TopicSettings, TopicSpec,
 };
+use mes_redact::redact_url;
 use mes_sync::{
     CacheSync, ConsumerConfig, Dispatched, Effects, EventConsumer, RunningConsumer, StartPosition,
 };
@@ -170,7 +171,7 @@ impl fmt::Display for Backing {
                 }
             }
         }
-        let address = |service: &Service| service.real().map(redacted).unwrap_or_default();
+        let address = |service: &Service| service.real().map(redact_url).unwrap_or_default();
         line(
             f,
             "Kafka:",
@@ -391,7 +392,7 @@ async fn scenario(
     // part:{partId} and work_order:*:{partId} go when a part changes...
     .sync(cache.clone(), CacheSync::fleet())
     // ...and the denormalised part name on the work orders is updated.
-    .on::<PartUpdated, _, _, std::io::Error>(move |event: DomainEvent<PartUpdated>| {
+    .on(move |event: DomainEvent<PartUpdated>| {
         let (applied, columns) = (applied.clone(), Arc::clone(&columns));
         async move {
             if event.data().part_id == PART_ID {
@@ -400,7 +401,7 @@ async fn scenario(
                 }
                 let _ = applied.send(event.id().to_string());
             }
-            Ok(Effects::none())
+            Effects::none()
         }
     });
     let consumer = if backing.consumer_is_real() {
@@ -636,7 +637,7 @@ impl MaterialDb {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await
-                    .map_err(|e| format!("cannot connect to PostgreSQL at {}: {e}", redacted(url)))?;
+                    .map_err(|e| format!("cannot connect to PostgreSQL at {}: {e}", redact_url(url)))?;
                 let schema = backing.schema.clone();
                 let outbox = Outbox::new(OutboxTable::in_schema(&schema, "mes_outbox")?);
                 Ok(Self::Postgres { pool, schema, outbox })
@@ -768,71 +769,5 @@ impl MaterialDb {
             }
             pool.close().await;
         }
-    }
-}
-
-/// The URL without its secrets, for printing: the password of the user
-/// part and the value of any query parameter named like a password
-/// (`?password=`, `sentinelPassword=`).
-fn redacted(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut out = match (base.find("://"), base.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let user_info = &base[scheme + 3..at];
-            match user_info.split_once(':') {
-                Some((user, _password)) => {
-                    format!("{}{user}:<password>{}", &base[..scheme + 3], &base[at..])
-                }
-                None => base.to_owned(),
-            }
-        }
-        _ => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
-                    format!("{name}=<password>")
-                }
-                _ => param.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    #[test]
-    fn urls_are_printed_without_their_credentials() {
-        assert_eq!(
-            redacted("postgres://app:s3cret@db.internal:5432/material"),
-            "postgres://app:<password>@db.internal:5432/material"
-        );
-        assert_eq!(
-            redacted("redis://:p%40ss@127.0.0.1:6379"),
-            "redis://:<password>@127.0.0.1:6379"
-        );
-        assert_eq!(
-            redacted("postgres://postgres@127.0.0.1:5432/test"),
-            "postgres://postgres@127.0.0.1:5432/test"
-        );
-        assert_eq!(
-            redacted("postgres://db/material?user=app&password=s3cret&sslmode=require"),
-            "postgres://db/material?user=app&password=<password>&sslmode=require"
-        );
-        assert_eq!(
-            redacted("redis-sentinel://h:26379?sentinelServiceName=m&sentinelPassword=x@y"),
-            "redis-sentinel://h:26379?sentinelServiceName=m&sentinelPassword=<password>"
-        );
-        assert_eq!(redacted("127.0.0.1:9092"), "127.0.0.1:9092");
     }
 }

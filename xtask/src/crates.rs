@@ -5,6 +5,7 @@
 /// depends on: a crate's verification build resolves its internal
 /// dependencies from the registry, so they must be there first.
 pub(crate) const PUBLISH_ORDER: &[&str] = &[
+    "mes-redact",
     "mes-events-types",
     "mes-kafka",
     "mes-cache",

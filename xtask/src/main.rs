@@ -33,6 +33,9 @@ Tasks:
   test        Run every test of the workspace (unit, integration, doc, property,
               interop). Provides the services the suites need first and sets
               their MES_TEST_* variables; extra args go to `cargo test`.
+              Without args it first checks that no published crate exposes
+              another crate's type its manifest does not allow
+              (cargo-check-external-types on rustdoc's JSON).
   bench       Benchmarks with baselines measured in the same run (ratios, not
               absolute times): `bench kafka` runs the publisher against raw
               rskafka, librdkafka (confluent-kafka) and kafkajs on one broker,
@@ -48,14 +51,20 @@ Tasks:
               the workspace against it, one taking mes-events-types alone and
               one mes-cache alone, print their `cargo tree` and fail if the
               first pulls in a runtime or network crate or the second a Kafka
-              client. Extra args go to `cargo publish` (e.g. --allow-dirty).
+              client; and a third taking mes-sync from the checkout by path,
+              with the README's [registries.mes] entry (never contacted).
+              Extra args go to `cargo publish` (e.g. --allow-dirty).
   fuzz        Fuzz mes-kafka's decoders (answers, record batches, consumer
               protocol) with libFuzzer on stable: `fuzz [SECONDS] [TARGET...]`,
               60 s per target by default; corpus in fuzz/corpus/<target>.
               Prints executions, crashes and peak RSS per target; fails on a
               crash, naming the saved input.
   ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
-              without warnings, cargo deny (bans, licenses, sources), then `test`.
+              without warnings, cargo deny (bans, licenses, sources), each
+              published crate with no default features and each feature
+              alone, then `test` (with the external types check).
+  external-types
+              The external types check alone, for each published crate.
   help        This text.
 
 Services and tools are cached outside the clone under $MES_TOOLS_CACHE
@@ -91,6 +100,7 @@ fn main() -> ExitCode {
     let outcome = match task {
         "test" => test(rest),
         "ci" => ci(),
+        "external-types" => check_external_types(),
         "demo" => demo(rest),
         "package" => package::package(rest),
         "fuzz" => fuzz::fuzz(rest),
@@ -140,6 +150,11 @@ pub(crate) fn cargo_in_workspace() -> Command {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    // The whole suite only: a targeted run (`test -p mes-cache ...`) is for
+    // iterating on one thing.
+    if extra.is_empty() {
+        check_external_types()?;
+    }
     let services = services::Services::provide()?;
     let mut command = cargo_in_workspace();
     command
@@ -173,6 +188,32 @@ fn ci() -> Result<()> {
         .env("PATH", prepend_path(deny.parent().unwrap_or(Path::new(".")))))?;
     check_feature_sets()?;
     test(&[])
+}
+
+/// No published crate exposes a type of another crate in its public API
+/// unless its manifest allows it (`[package.metadata.cargo_check_external_types]`),
+/// so upgrading a client library (fred, rustls, rsasl, sqlx, ...) is no
+/// breaking change for the services. The tool reads rustdoc's JSON output,
+/// which stable rustdoc writes with `RUSTC_BOOTSTRAP=1`; that setting
+/// changes some build scripts' output, so it builds in a target folder of
+/// its own instead of invalidating the usual one.
+fn check_external_types() -> Result<()> {
+    let tool = tools::CARGO_CHECK_EXTERNAL_TYPES.ensure()?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("external-types");
+    for krate in crates::PUBLISH_ORDER {
+        eprintln!("xtask: cargo check-external-types -p {krate}");
+        let manifest = workspace_root().join("crates").join(krate).join("Cargo.toml");
+        run(cargo_in_workspace()
+            .args(["check-external-types", "--all-features", "--manifest-path"])
+            .arg(manifest)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("PATH", prepend_path(tool.parent().unwrap_or(Path::new(".")))))
+        .map_err(|e| format!("the external types check of {krate} failed (see above): {e}"))?;
+    }
+    Ok(())
 }
 
 /// Each published crate builds with no default features, and with each of

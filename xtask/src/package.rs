@@ -4,8 +4,9 @@
 //! dependency order with `cargo publish` (verified: each packaged crate is
 //! built against what the registry holds), then builds and runs two sample
 //! services outside the workspace that take one crate each and checks their
-//! dependency trees. What it started and wrote is removed at the end, also
-//! on failure.
+//! dependency trees, and a third that takes the crates from the checkout by
+//! path with the README's `[registries.mes]` entry. What it started and
+//! wrote is removed at the end, also on failure.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -25,19 +26,36 @@ const TOKEN: &str = "local-registry-token";
 /// dependencies, does not apply to the build that verifies a packaged crate.)
 const NO_DEBUG_INFO: &str = "false";
 
-/// A service template under `xtask/samples/` that takes one crate from the
-/// registry, and what it must not get with it.
+/// A service template under `xtask/samples/` that takes a crate, where it
+/// takes it from, and what it must not get with it.
 struct Sample {
     name: &'static str,
     takes: &'static str,
+    from: Source,
     forbidden: fn(&str) -> bool,
     rule: &'static str,
 }
+
+/// Where a sample takes the mes crates from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The registry the run started.
+    Registry,
+    /// The checkout, by `path = "../mes-shared-rs/crates/..."`: the sample
+    /// is copied beside a link of that name to the workspace, and gets the
+    /// README's `[registries.mes]` entry (the company's address, which the
+    /// build must never contact).
+    Checkout,
+}
+
+/// The folder name the checkout sample's paths go through, as in the README.
+const CHECKOUT_LINK: &str = "mes-shared-rs";
 
 const SAMPLES: &[Sample] = &[
     Sample {
         name: "events-only-service",
         takes: "mes-events-types",
+        from: Source::Registry,
         forbidden: |name| does_io(name) || (name.starts_with("mes-") && name != "mes-events-types"),
         rule: "a service taking the event schemas alone must get no async runtime, \
                no networking or client crate and no other mes crate",
@@ -45,6 +63,7 @@ const SAMPLES: &[Sample] = &[
     Sample {
         name: "cache-only-service",
         takes: "mes-cache",
+        from: Source::Registry,
         forbidden: |name| {
             matches!(
                 name,
@@ -52,6 +71,13 @@ const SAMPLES: &[Sample] = &[
             )
         },
         rule: "a service taking the cache alone must get no Kafka client and no event crate",
+    },
+    Sample {
+        name: "path-dependency-service",
+        takes: "mes-sync",
+        from: Source::Checkout,
+        forbidden: |name| matches!(name, "rskafka" | "rdkafka"),
+        rule: "production code talks to Kafka through mes-kafka only",
     },
 ];
 
@@ -78,12 +104,21 @@ pub(crate) fn package(extra: &[String]) -> Result<()> {
         .env("CARGO_TARGET_DIR", &target_dir)
         .status();
     outcome?;
-    let samples: Vec<&str> = SAMPLES.iter().map(|sample| sample.name).collect();
+    let samples: Vec<String> = SAMPLES
+        .iter()
+        .map(|sample| match sample.from {
+            Source::Registry => format!("{} (on the registry)", sample.name),
+            Source::Checkout => format!(
+                "{} (from the checkout, with the README's registry entry)",
+                sample.name
+            ),
+        })
+        .collect();
     println!(
-        "\nxtask package: published {} to a local registry, built and ran {} on it, \
-         and neither pulls in what it must not ({:.0?}).",
+        "\nxtask package: published {} to a local registry, built and ran {}, and none \
+         pulls in what it must not ({:.0?}).",
         PUBLISH_ORDER.join(", "),
-        samples.join(" and "),
+        samples.join(", "),
         started.elapsed()
     );
     Ok(())
@@ -128,14 +163,25 @@ fn try_sample(sample: &Sample, registry: &LocalRegistry, workdir: &Path, target_
     let dir = workdir.join(sample.name);
     copy_dir(&workspace_root().join("xtask/samples").join(sample.name), &dir)?;
     std::fs::create_dir_all(dir.join(".cargo"))?;
-    std::fs::write(
-        dir.join(".cargo/config.toml"),
-        format!(
+    let cargo_config = match sample.from {
+        Source::Registry => format!(
             "# The registry `cargo xtask package` started for this run.\n\
              [registries.mes]\nindex = \"{}\"\n",
             registry.index_url()
         ),
-    )?;
+        Source::Checkout => {
+            let link = workdir.join(CHECKOUT_LINK);
+            if !link.exists() {
+                std::os::unix::fs::symlink(workspace_root(), &link)
+                    .map_err(|e| format!("cannot link {} to the checkout: {e}", link.display()))?;
+            }
+            format!(
+                "# The README's entry (\"Depending on a crate\"), as a service has it.\n{}",
+                readme_registry_entry()?
+            )
+        }
+    };
+    std::fs::write(dir.join(".cargo/config.toml"), cargo_config)?;
     let cargo = || {
         let mut command = Command::new(tools::cargo());
         command
@@ -144,7 +190,13 @@ fn try_sample(sample: &Sample, registry: &LocalRegistry, workdir: &Path, target_
             .env("CARGO_PROFILE_DEV_DEBUG", NO_DEBUG_INFO);
         command
     };
-    println!("\n== {}: takes {} alone ==\n", sample.name, sample.takes);
+    match sample.from {
+        Source::Registry => println!("\n== {}: takes {} alone ==\n", sample.name, sample.takes),
+        Source::Checkout => println!(
+            "\n== {}: takes {} from the checkout by path ==\n",
+            sample.name, sample.takes
+        ),
+    }
     eprintln!("xtask: {}: cargo build, cargo run", sample.name);
     run(cargo().arg("build"))?;
     run(cargo().args(["run", "--quiet"]))?;
@@ -160,12 +212,29 @@ fn try_sample(sample: &Sample, registry: &LocalRegistry, workdir: &Path, target_
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .collect();
-    let from_registry = format!("{} v", sample.takes);
-    if !all
-        .lines()
-        .any(|line| line.starts_with(&from_registry) && line.contains("(registry `mes`)"))
-    {
-        return Err(format!("{} did not get {} from the registry", sample.name, sample.takes).into());
+    let taken = format!("{} v", sample.takes);
+    match sample.from {
+        Source::Registry => {
+            if !all
+                .lines()
+                .any(|line| line.starts_with(&taken) && line.contains("(registry `mes`)"))
+            {
+                return Err(format!("{} did not get {} from the registry", sample.name, sample.takes).into());
+            }
+        }
+        Source::Checkout => {
+            let from_checkout = format!("/{CHECKOUT_LINK}/crates/");
+            let mes: Vec<&str> = all.lines().filter(|line| line.starts_with("mes-")).collect();
+            if !mes.iter().any(|line| line.starts_with(&taken))
+                || mes.iter().any(|line| !line.contains(&from_checkout))
+            {
+                return Err(format!(
+                    "{} must get {} and every mes crate under it from the checkout, got {mes:?}",
+                    sample.name, sample.takes
+                )
+                .into());
+            }
+        }
     }
     let offenders: Vec<&str> = names.into_iter().filter(|n| (sample.forbidden)(n)).collect();
     if !offenders.is_empty() {
@@ -178,6 +247,23 @@ fn try_sample(sample: &Sample, registry: &LocalRegistry, workdir: &Path, target_
         .into());
     }
     Ok(())
+}
+
+/// The `[registries.mes]` entry the README tells services to add, read
+/// from the README so that what is tested is what is documented.
+fn readme_registry_entry() -> Result<String> {
+    let readme_path = workspace_root().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path)
+        .map_err(|e| format!("cannot read {}: {e}", readme_path.display()))?;
+    let start = readme
+        .find("```toml\n[registries.mes]\n")
+        .ok_or("README.md has no ```toml block starting with [registries.mes]")?;
+    let block = readme
+        .get(start + "```toml\n".len()..)
+        .and_then(|rest| rest.split_once("```"))
+        .map(|(block, _)| block.to_owned())
+        .ok_or("README.md's [registries.mes] block does not end")?;
+    Ok(block)
 }
 
 /// Runs a command and returns its standard output, failing on a non-zero exit.

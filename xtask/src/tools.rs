@@ -97,6 +97,20 @@ pub(crate) const CARGO_DENY: CargoTool = CargoTool {
     build_note: "a few minutes, once per machine",
 };
 
+/// cargo-check-external-types, for `cargo xtask test` and `ci`: which types
+/// of other crates the published crates expose. It reads rustdoc's JSON
+/// through its `rustdoc-types`, whose format version must be the one the
+/// toolchain's rustdoc writes: 0.5.0 reads format 57, rustdoc 1.95's. A
+/// toolchain bump that changes the format fails the check with both numbers;
+/// then take the tool's release for the new format.
+pub(crate) const CARGO_CHECK_EXTERNAL_TYPES: CargoTool = CargoTool {
+    krate: "cargo-check-external-types",
+    version: "0.5.0",
+    features: &[],
+    binary: "cargo-check-external-types",
+    build_note: "about 2 minutes on 2 cores, once per machine",
+};
+
 /// tansu, the Kafka-protocol broker of the suites and benchmarks.
 pub(crate) const TANSU: CargoTool = CargoTool {
     krate: "tansu",

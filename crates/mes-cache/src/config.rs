@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mes_redact::{Secret, redact_url};
+
 use crate::envelope::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
@@ -51,16 +53,6 @@ impl Default for ReconnectPolicy {
     }
 }
 
-/// A string that `Debug` and `Display` never show.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(pub(crate) String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
 /// The cache's configuration: a Redis URL plus behaviour, with chained
 /// setters.
 ///
@@ -87,9 +79,9 @@ impl fmt::Debug for Secret {
 /// | Sentinel | `redis-sentinel://[user:password@]host1:port1?node=host2:port2&sentinelServiceName=mymaster[&sentinelUsername=…&sentinelPassword=…]` |
 #[derive(Clone)]
 pub struct CacheConfig {
-    pub(crate) url: Secret,
+    pub(crate) url: Secret<String>,
     pub(crate) username: Option<String>,
-    pub(crate) password: Option<Secret>,
+    pub(crate) password: Option<Secret<String>>,
     pub(crate) namespace: String,
     pub(crate) default_ttl: Duration,
     pub(crate) connect_timeout: Duration,
@@ -119,7 +111,7 @@ impl CacheConfig {
     /// Every setting at its default, for an already validated URL.
     fn with_defaults(url: &str) -> Self {
         Self {
-            url: Secret(url.to_owned()),
+            url: Secret::new(url.to_owned()),
             username: None,
             password: None,
             namespace: DEFAULT_NAMESPACE.to_owned(),
@@ -203,7 +195,7 @@ impl CacheConfig {
     /// Password, overriding the one in the URL. Never printed.
     #[must_use]
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(Secret(password.into()));
+        self.password = Some(Secret::new(password.into()));
         self
     }
 
@@ -240,9 +232,9 @@ impl CacheConfig {
         self
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `<redacted>`.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.url.0)
+        redact_url(self.url.expose())
     }
 
     /// The namespace keys are written under.
@@ -341,8 +333,8 @@ fn validate_url(url: &str) -> Result<()> {
 impl CacheConfig {
     /// fred's configuration: the URL, credentials and TLS.
     pub(crate) fn fred_config(&self) -> Result<fred::types::config::Config> {
-        validate_url(&self.url.0)?;
-        let (plain, tls) = without_tls(&self.url.0);
+        validate_url(self.url.expose())?;
+        let (plain, tls) = without_tls(self.url.expose());
         let mut config = fred::types::config::Config::from_url(&plain).map_err(|e| Error::InvalidConfig {
             reason: format!("cannot parse the Redis URL {}", self.redacted_url()),
             source: Some(Box::new(e)),
@@ -351,7 +343,7 @@ impl CacheConfig {
             config.username = Some(username.clone());
         }
         if let Some(password) = &self.password {
-            config.password = Some(password.0.clone());
+            config.password = Some(password.expose().clone());
         }
         if tls {
             #[cfg(feature = "tls")]
@@ -405,61 +397,9 @@ fn rustls_config(extra_pem: Option<&[u8]>) -> Result<fred::types::config::TlsCon
     Ok(fred::types::config::TlsConnector::from(config).into())
 }
 
-/// Replaces the password of the user-info part, and the value of any query
-/// parameter whose name contains "password", by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "***".to_owned();
-    };
-    let (authority_end, _) = rest
-        .char_indices()
-        .find(|(_, c)| matches!(c, '/' | '?'))
-        .unwrap_or((rest.len(), ' '));
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
-                        format!("{name}=***")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_hides_every_password() {
-        assert_eq!(
-            redact_url("redis://app:s3cret@host:6379/1"),
-            "redis://app:***@host:6379/1"
-        );
-        assert_eq!(redact_url("redis://s3cret@host:6379"), "redis://***@host:6379");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(
-            redact_url(
-                "redis-sentinel://u:p1@h:26379?node=h2:26379&sentinelPassword=p2&sentinelServiceName=m"
-            ),
-            "redis-sentinel://u:***@h:26379?node=h2:26379&sentinelPassword=***&sentinelServiceName=m"
-        );
-    }
 
     #[test]
     fn debug_and_display_never_show_secrets() {

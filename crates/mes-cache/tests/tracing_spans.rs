@@ -6,26 +6,13 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::{Arc, Mutex};
-
 use mes_cache::{CacheConfig, CacheKeyPrefix, ReferenceDataCache, WarmOptions};
-use tracing::span::{Attributes, Id};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::registry::Registry;
-
-#[derive(Clone, Default)]
-struct SpanNames(Arc<Mutex<Vec<String>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
-        self.0.lock().unwrap().push(attrs.metadata().name().to_owned());
-    }
-}
+use mes_testkit::logs::CapturedLogs;
 
 #[tokio::test]
 async fn every_operation_has_a_span() {
-    let names = SpanNames::default();
-    let _guard = tracing::subscriber::set_default(Registry::default().with(names.clone()));
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
 
     let cache = ReferenceDataCache::in_memory(CacheConfig::default()).unwrap();
     let part = CacheKeyPrefix::Part;
@@ -52,7 +39,7 @@ async fn every_operation_has_a_span() {
     cache.health_check().await.unwrap();
     cache.clear_all().await.unwrap();
 
-    let seen = names.0.lock().unwrap().clone();
+    let seen = logs.span_names();
     for expected in [
         "mes_cache.set",
         "mes_cache.set_many",

@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mes_redact::{REDACTED, Secret};
+
 use crate::Error;
 
 /// How to reach the Kafka brokers: bootstrap brokers, client id, TLS, SASL,
@@ -349,7 +351,7 @@ impl std::str::FromStr for SaslMechanism {
 pub struct SaslCredentials {
     pub(crate) mechanism: SaslMechanism,
     pub(crate) username: String,
-    pub(crate) password: String,
+    pub(crate) password: Secret<String>,
 }
 
 impl SaslCredentials {
@@ -358,7 +360,7 @@ impl SaslCredentials {
         Self {
             mechanism,
             username: username.into(),
-            password: password.into(),
+            password: Secret::new(password.into()),
         }
     }
 }
@@ -368,7 +370,7 @@ impl fmt::Debug for SaslCredentials {
         f.debug_struct("SaslCredentials")
             .field("mechanism", &self.mechanism)
             .field("username", &self.username)
-            .field("password", &"<redacted>")
+            .field("password", &self.password)
             .finish()
     }
 }
@@ -420,7 +422,7 @@ impl fmt::Debug for KeyPem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Pem::File(path) => f.debug_tuple("File").field(path).finish(),
-            Pem::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Pem::Inline(_) => write!(f, "Inline({REDACTED})"),
         }
     }
 }

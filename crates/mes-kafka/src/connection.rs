@@ -192,7 +192,7 @@ impl BrokerConnection {
         };
         if let Some(sasl) = &config.sasl {
             setup
-                .authenticate(sasl.mechanism, &sasl.username, &sasl.password)
+                .authenticate(sasl.mechanism, &sasl.username, sasl.password.expose())
                 .await
                 .map_err(|e| match e {
                     // A broker that refuses a mechanism or credentials may

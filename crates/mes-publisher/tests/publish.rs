@@ -310,3 +310,44 @@ async fn an_empty_entity_id_is_published_keyed_by_the_event_id() {
     double.publish(&event).await.unwrap();
     assert_eq!(recorded.records()[0].record.key, read[0].record.key);
 }
+
+/// Binary mode writes records no TypeScript consumer can read, so a
+/// publisher in it says so once, as a warning, when it connects: not per
+/// event, not per clone. A structured publisher says nothing of the kind.
+#[tokio::test]
+async fn a_binary_mode_publisher_warns_once_at_start_up() {
+    let brokers = mes_testkit::kafka_brokers();
+    let logs = mes_testkit::logs::CapturedLogs::default();
+    let _guard = logs.install();
+    let binary_mode_warnings = || -> Vec<mes_testkit::logs::LogEvent> {
+        logs.events_at(tracing::Level::WARN)
+            .into_iter()
+            .filter(|event| event.message.contains("binary mode"))
+            .collect()
+    };
+
+    let structured = connect(&brokers).await;
+    structured.disconnect().await;
+    assert_eq!(binary_mode_warnings(), [], "a structured publisher");
+
+    let config = PublisherConfig::new([brokers.as_str()]).content_mode(ContentMode::Binary);
+    let publisher = EventPublisher::connect(config).await.unwrap();
+    let event_type = unique_event_type("binary-warning");
+    create_topic(&publisher, &event_type.topic().unwrap(), 1).await;
+    let clone = publisher.clone();
+    for n in 0..3 {
+        clone
+            .publish(&raw_event(&event_type, "WO-1", json!({ "n": n })))
+            .await
+            .unwrap();
+    }
+    publisher.disconnect().await;
+    let warnings = binary_mode_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .message
+            .contains("no TypeScript consumer of the fleet can read"),
+        "{warnings:?}"
+    );
+}

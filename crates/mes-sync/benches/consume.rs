@@ -94,9 +94,9 @@ async fn main() {
         let config = ConsumerConfig::new(format!("bench-{run}-{name}"), kafka.clone(), redis.clone());
         let started = Arc::new(std::sync::OnceLock::new());
         let first = Arc::clone(&started);
-        let mut consumer = EventConsumer::new(config).on::<PartUpdated, _, _, std::io::Error>(move |_| {
+        let mut consumer = EventConsumer::new(config).on(move |_: DomainEvent<PartUpdated>| {
             let _ = first.set(Instant::now());
-            async { Ok(Effects::none()) }
+            async { Effects::none() }
         });
         if let Some(rules) = rules {
             consumer = consumer.sync(cache.clone(), rules);
@@ -125,9 +125,9 @@ async fn main() {
         let consumer = EventConsumer::new(config)
             .sync(cache.clone(), invalidate_part())
             // The rules ran before the handler: the entry is gone when it runs.
-            .on::<PartUpdated, _, _, std::io::Error>(move |event: DomainEvent<PartUpdated>| {
+            .on(move |event: DomainEvent<PartUpdated>| {
                 let _ = gone.send((event.data().part_id.clone(), Instant::now()));
-                async { Ok(Effects::none()) }
+                async { Effects::none() }
             })
             .start()
             .await

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use mes_kafka::{GroupOptions, KafkaConfig};
 use mes_publisher::{PublisherConfig, TopicSettings};
+use mes_redact::redact_url;
 
 /// Where a group starts reading a partition it has never committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -244,18 +245,6 @@ impl fmt::Debug for ConsumerConfig {
             .field("rebalance_timeout", &self.rebalance_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .finish_non_exhaustive()
-    }
-}
-
-/// The URL with any password replaced, for logs and `Debug`.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -43,9 +43,9 @@ use crate::worker::PartitionWorker;
 /// # async fn run() -> Result<(), mes_sync::Error> {
 /// let config = ConsumerConfig::new("work-order-service", KafkaConfig::from_env().unwrap(), "redis://redis:6379");
 /// let consumer = EventConsumer::new(config)
-///     .on::<PartUpdated, _, _, std::io::Error>(|event: DomainEvent<PartUpdated>| async move {
+///     .on(|event: DomainEvent<PartUpdated>| async move {
 ///         println!("part {} is now {}", event.data().part_id, event.data().part_number);
-///         Ok(Effects::none())
+///         Effects::none()
 ///     })
 ///     .start()
 ///     .await?;
@@ -68,34 +68,74 @@ impl EventConsumer {
     }
 
     /// Handles events of `T`'s type with `handler`, which receives the typed
-    /// event. An event whose data does not match `T` is dead-lettered at once.
+    /// event and cannot fail: it returns the [`Effects`] to apply. An event
+    /// whose data does not match `T` is dead-lettered at once. A handler
+    /// that can fail is registered with [`try_on`](Self::try_on).
     #[must_use]
-    pub fn on<T, F, Fut, E>(mut self, handler: F) -> Self
+    pub fn on<T, F, Fut>(mut self, handler: F) -> Self
     where
         T: EventPayload + Send + 'static,
         F: Fn(DomainEvent<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
-        E: Into<HandlerError>,
+        Fut: Future<Output = Effects> + Send + 'static,
+    {
+        self.handlers.typed(handler);
+        self
+    }
+
+    /// Handles events of `T`'s type with a `handler` that can fail. A
+    /// failure is retried with back-off, and the event dead-lettered with
+    /// the error as its reason when the retries run out. The error is a
+    /// [`HandlerError`], so `?` takes any error type; an event whose data
+    /// does not match `T` is dead-lettered at once.
+    ///
+    /// ```
+    /// # use mes_events_types::{DomainEvent, PartUpdated};
+    /// # use mes_sync::{ConsumerConfig, Effects, EventConsumer, KafkaConfig};
+    /// # let config = ConsumerConfig::new("work-order-service", KafkaConfig::new(["kafka:9092"]), "redis://redis:6379");
+    /// let consumer = EventConsumer::new(config).try_on(|event: DomainEvent<PartUpdated>| async move {
+    ///     let revision: u32 = event.data().revision.as_deref().unwrap_or("0").parse()?;
+    ///     Ok(Effects::none().set(format!("part-revision:{}", event.data().part_id), revision.to_string()))
+    /// });
+    /// ```
+    #[must_use]
+    pub fn try_on<T, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: EventPayload + Send + 'static,
+        F: Fn(DomainEvent<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Effects, HandlerError>> + Send + 'static,
     {
         self.handlers.typed(handler);
         self
     }
 
     /// Handles events of one type string, typically one no enum knows
-    /// (`maintenance.tool.calibrated`), as raw events; subscribes to its topic.
+    /// (`maintenance.tool.calibrated`), as raw events, with a handler that
+    /// cannot fail; subscribes to its topic.
     #[must_use]
-    pub fn on_type<F, Fut, E>(mut self, event_type: EventType, handler: F) -> Self
+    pub fn on_type<F, Fut>(mut self, event_type: EventType, handler: F) -> Self
     where
         F: Fn(DomainEvent<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
-        E: Into<HandlerError>,
+        Fut: Future<Output = Effects> + Send + 'static,
+    {
+        self.handlers.raw(Some(event_type), handler);
+        self
+    }
+
+    /// [`on_type`](Self::on_type) with a handler that can fail, retried
+    /// like [`try_on`](Self::try_on)'s.
+    #[must_use]
+    pub fn try_on_type<F, Fut>(mut self, event_type: EventType, handler: F) -> Self
+    where
+        F: Fn(DomainEvent<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Effects, HandlerError>> + Send + 'static,
     {
         self.handlers.raw(Some(event_type), handler);
         self
     }
 
     /// Handles events of types no enum knows that arrive on the subscribed
-    /// topics and have no handler of their own.
+    /// topics and have no handler of their own, with a handler that cannot
+    /// fail.
     ///
     /// It sees only the topics the consumer reads: those of the registered
     /// event types and cache rules, and those added with
@@ -104,11 +144,22 @@ impl EventConsumer {
     /// subscribed. The consumer logs its topics and handled types when it
     /// starts.
     #[must_use]
-    pub fn on_unknown<F, Fut, E>(mut self, handler: F) -> Self
+    pub fn on_unknown<F, Fut>(mut self, handler: F) -> Self
     where
         F: Fn(DomainEvent<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
-        E: Into<HandlerError>,
+        Fut: Future<Output = Effects> + Send + 'static,
+    {
+        self.handlers.raw(None, handler);
+        self
+    }
+
+    /// [`on_unknown`](Self::on_unknown) with a handler that can fail,
+    /// retried like [`try_on`](Self::try_on)'s.
+    #[must_use]
+    pub fn try_on_unknown<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(DomainEvent<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Effects, HandlerError>> + Send + 'static,
     {
         self.handlers.raw(None, handler);
         self

@@ -68,8 +68,8 @@ impl EventConsumer {
     /// let config = ConsumerConfig::new("work-order-service", mes_sync::KafkaConfig::new(["unused:9092"]), "redis://unused");
     /// let consumer = EventConsumer::new(config)
     ///     .sync(cache.clone(), CacheSync::fleet())
-    ///     .on::<PartUpdated, _, _, std::io::Error>(|event: DomainEvent<PartUpdated>| async move {
-    ///         Ok(Effects::none().set(format!("part-name:{}", event.data().part_id), event.data().part_name.clone()))
+    ///     .on(|event: DomainEvent<PartUpdated>| async move {
+    ///         Effects::none().set(format!("part-name:{}", event.data().part_id), event.data().part_name.clone())
     ///     });
     ///
     /// let renamed = DomainEvent::new(

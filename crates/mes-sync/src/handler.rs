@@ -88,6 +88,26 @@ impl Effects {
     }
 }
 
+/// What a handler's future ends with: [`Effects`] for a handler that cannot
+/// fail (`on`), a `Result` for one that can (`try_on`). Both kinds are
+/// registered, retried and dead-lettered by the same code; this is the one
+/// place they differ.
+pub(crate) trait HandlerOutput {
+    fn into_result(self) -> Result<Effects, HandlerError>;
+}
+
+impl HandlerOutput for Effects {
+    fn into_result(self) -> Result<Effects, HandlerError> {
+        Ok(self)
+    }
+}
+
+impl HandlerOutput for Result<Effects, HandlerError> {
+    fn into_result(self) -> Result<Effects, HandlerError> {
+        self
+    }
+}
+
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Effects, HandlerError>> + Send>>;
 
 /// A handler over the raw event; typed handlers are wrapped into one.
@@ -125,31 +145,31 @@ pub(crate) struct Handlers {
 }
 
 impl Handlers {
-    pub(crate) fn typed<T, F, Fut, E>(&mut self, handler: F)
+    pub(crate) fn typed<T, F, Fut>(&mut self, handler: F)
     where
         T: EventPayload + Send + 'static,
         F: Fn(DomainEvent<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
-        E: Into<HandlerError>,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
     {
         let handler = Arc::new(handler);
         let raw: RawHandler = Arc::new(move |event: DomainEvent<Value>| {
             let typed = event.into_typed::<T>().map_err(|e| Rejected(e.to_string()))?;
             let future = handler(typed);
-            Ok(Box::pin(async move { future.await.map_err(Into::into) }) as HandlerFuture)
+            Ok(Box::pin(async move { future.await.into_result() }) as HandlerFuture)
         });
         self.by_type.insert(T::EVENT_TYPE, raw);
     }
 
-    pub(crate) fn raw<F, Fut, E>(&mut self, event_type: Option<EventType>, handler: F)
+    pub(crate) fn raw<F, Fut>(&mut self, event_type: Option<EventType>, handler: F)
     where
         F: Fn(DomainEvent<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Effects, E>> + Send + 'static,
-        E: Into<HandlerError>,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
     {
         let raw: RawHandler = Arc::new(move |event: DomainEvent<Value>| {
             let future = handler(event);
-            Ok(Box::pin(async move { future.await.map_err(Into::into) }) as HandlerFuture)
+            Ok(Box::pin(async move { future.await.into_result() }) as HandlerFuture)
         });
         match event_type {
             Some(t) => {
@@ -253,14 +273,12 @@ mod tests {
     #[test]
     fn registered_types_and_topics_follow_the_handlers() {
         let mut handlers = Handlers::default();
-        handlers.typed(|_: DomainEvent<PartUpdated>| async { Ok::<_, std::io::Error>(Effects::none()) });
+        handlers.typed(|_: DomainEvent<PartUpdated>| async { Effects::none() });
         assert_eq!(
             handlers.registered_types(),
             vec!["material.part.updated".to_owned()]
         );
-        handlers.raw(None, |_: DomainEvent<Value>| async {
-            Ok::<_, std::io::Error>(Effects::none())
-        });
+        handlers.raw(None, |_: DomainEvent<Value>| async { Effects::none() });
         handlers.extra_topics.push("mes.maintenance.events".to_owned());
         assert_eq!(
             handlers.registered_types(),

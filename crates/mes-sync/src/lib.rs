@@ -58,13 +58,13 @@
 //!
 //! let (renamed, mut renames) = tokio::sync::mpsc::unbounded_channel();
 //! let consumer = EventConsumer::new(ConsumerConfig::new("work-order-service", kafka, redis_url))
-//!     .on::<PartUpdated, _, _, std::io::Error>(move |event: DomainEvent<PartUpdated>| {
+//!     .on(move |event: DomainEvent<PartUpdated>| {
 //!         let renamed = renamed.clone();
 //!         async move {
 //!             // Real handlers update the service's own copy here; Effects
 //!             // are Redis writes applied once, with the commit.
 //!             let _ = renamed.send((event.id().clone(), event.data().part_name.clone()));
-//!             Ok(Effects::none())
+//!             Effects::none()
 //!         }
 //!     })
 //!     .start()

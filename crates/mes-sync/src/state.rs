@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use fred::prelude::*;
+use mes_redact::redact_url;
 use tracing::warn;
 
-use crate::config::redact_url;
 use crate::error::{BoxError, Error};
 use crate::handler::{Effect, Effects};
 

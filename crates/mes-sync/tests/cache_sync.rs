@@ -87,11 +87,11 @@ async fn part_updates_from_rust_and_legacy_producers_invalidate_the_cached_copie
         .sync(cache.clone(), CacheSync::fleet())
         // The rules run before the handler: when it sees an event, its
         // entries are gone.
-        .on::<PartUpdated, _, _, std::io::Error>(move |event: DomainEvent<PartUpdated>| {
+        .on(move |event: DomainEvent<PartUpdated>| {
             let seen = seen.clone();
             async move {
                 seen.send(event.id().to_string()).unwrap();
-                Ok(Effects::none())
+                Effects::none()
             }
         })
         .start()

@@ -161,7 +161,7 @@ async fn handled_in_order_with_effects_once(redis_url: &str) {
                 let seq = event.data()["seq"].as_u64().unwrap();
                 let effects = Effects::none().hash_increment(&key, event.id().as_str(), 1);
                 seen.send((entity, seq)).unwrap();
-                Ok::<_, std::io::Error>(effects)
+                effects
             }
         })
         .start()
@@ -230,11 +230,11 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on()
 
     let (handled, mut handled_rx) = mpsc::unbounded_channel();
     let consumer = EventConsumer::new(s.config())
-        .on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
+        .try_on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
             let handled = handled.clone();
             async move {
                 if event.entity_id() == Some("FAIL") {
-                    return Err(std::io::Error::other("the handler always fails for this one"));
+                    return Err("the handler always fails for this one".into());
                 }
                 handled.send(event.id().clone()).unwrap();
                 Ok(Effects::none())
@@ -300,7 +300,7 @@ async fn a_restarted_consumer_goes_on_from_the_committed_offset() {
                 let tx = tx.clone();
                 async move {
                     tx.send(event.id().to_string()).unwrap();
-                    Ok::<_, std::io::Error>(Effects::none())
+                    Effects::none()
                 }
             })
             .start()
@@ -349,11 +349,11 @@ async fn a_replayed_dead_letter_is_handled_again_once_the_cause_is_fixed() {
     let consumer = {
         let broken = Arc::clone(&broken);
         EventConsumer::new(s.config())
-            .on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
+            .try_on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
                 let (handled, broken) = (handled.clone(), Arc::clone(&broken));
                 async move {
                     if event.entity_id() == Some("FAIL") && broken.load(Ordering::SeqCst) {
-                        return Err(std::io::Error::other("the material service is down"));
+                        return Err(std::io::Error::other("the material service is down").into());
                     }
                     handled.send(event.id().clone()).unwrap();
                     Ok(Effects::none())
@@ -423,4 +423,43 @@ async fn a_replayed_dead_letter_is_handled_again_once_the_cause_is_fixed() {
         "key, headers and value as first published"
     );
     forget_group(&s.group).await;
+}
+
+/// `on_unknown` sees only the topics the consumer reads, so the consumer
+/// says at start-up which topics those are and which event types have a
+/// handler: once, when it starts, not at each rebalance.
+#[tokio::test]
+async fn the_start_up_log_names_the_topics_and_the_handled_types() {
+    let s = setup("startlog", 1).await;
+    let extra_topic = unique("extra");
+    let logs = mes_testkit::logs::CapturedLogs::default();
+    let _guard = logs.install();
+    let consumer = EventConsumer::new(s.config())
+        .on_type(s.event_type.clone(), |_: DomainEvent<Value>| async {
+            Effects::none()
+        })
+        .on_unknown(|_: DomainEvent<Value>| async { Effects::none() })
+        .subscribe(extra_topic.clone())
+        .start()
+        .await
+        .unwrap();
+    consumer.wait_for(|stats| stats.owned().len() == 1).await;
+    consumer.shutdown().await;
+    forget_group(&s.group).await;
+
+    let starting: Vec<_> = logs
+        .events_at(tracing::Level::INFO)
+        .into_iter()
+        .filter(|event| event.message == "consumer starting")
+        .collect();
+    assert_eq!(starting.len(), 1, "{:?}", logs.events());
+    let fields = &starting[0].fields;
+    assert_eq!(fields["group"], s.group);
+    let mut topics = vec![extra_topic, s.topic.clone()];
+    topics.sort();
+    assert_eq!(fields["topics"], format!("{topics:?}"));
+    assert_eq!(
+        fields["handled_types"],
+        format!("{:?}", ["(unknown types)".to_owned(), s.event_type.to_string()])
+    );
 }

@@ -68,7 +68,7 @@ async fn the_cache_rules_run_before_the_handler_and_its_effects_are_returned() {
     let seen: Arc<Mutex<Vec<bool>>> = Arc::default();
     let consumer = EventConsumer::new(config())
         .sync(cache.clone(), CacheSync::fleet())
-        .on::<PartUpdated, _, _, mes_cache::Error>({
+        .try_on({
             let (cache, seen) = (cache.clone(), Arc::clone(&seen));
             move |event: DomainEvent<PartUpdated>| {
                 let (cache, seen) = (cache.clone(), Arc::clone(&seen));
@@ -117,11 +117,11 @@ async fn records_from_the_in_memory_publisher_and_legacy_records_are_decoded_lik
     let names: Arc<Mutex<Vec<String>>> = Arc::default();
     let consumer = EventConsumer::new(config())
         .sync(cache.clone(), CacheSync::fleet())
-        .on::<PartUpdated, _, _, std::io::Error>({
+        .on({
             let names = Arc::clone(&names);
             move |event: DomainEvent<PartUpdated>| {
                 names.lock().unwrap().push(event.data().part_name.clone());
-                async { Ok(Effects::none()) }
+                async { Effects::none() }
             }
         });
 
@@ -173,9 +173,9 @@ async fn unrelated_events_are_ignored_mismatched_ones_rejected_and_handler_error
     let cache = cache_with_part("P-1").await;
     let consumer = EventConsumer::new(config())
         .sync(cache.clone(), CacheSync::fleet())
-        .on::<PartUpdated, _, _, std::io::Error>(|event: DomainEvent<PartUpdated>| async move {
+        .try_on(|event: DomainEvent<PartUpdated>| async move {
             if event.data().part_id == "P-broken" {
-                return Err(std::io::Error::other("the work order table is locked"));
+                return Err("the work order table is locked".into());
             }
             Ok(Effects::none())
         });
@@ -210,5 +210,64 @@ async fn unrelated_events_are_ignored_mismatched_ones_rejected_and_handler_error
     assert_eq!(
         error.to_string(),
         "handling failed: the work order table is locked"
+    );
+}
+
+/// `on_type` and `on_unknown` take handlers that cannot fail (their future
+/// ends with the effects), `try_on_type` and `try_on_unknown` ones that can;
+/// `?` turns any error into the handler's error.
+#[tokio::test]
+async fn infallible_and_fallible_handlers_of_raw_events_take_one_path() {
+    let calibrated = EventType::parse("maintenance.tool.calibrated").unwrap();
+    let retired = EventType::parse("maintenance.tool.retired").unwrap();
+    let infallible = EventConsumer::new(config())
+        .on_type(
+            calibrated.clone(),
+            |event: DomainEvent<serde_json::Value>| async move {
+                Effects::none().set("calibrated", event.data()["toolId"].to_string())
+            },
+        )
+        .on_unknown(|_: DomainEvent<serde_json::Value>| async { Effects::none().delete("unknown") });
+    let event = |event_type: &EventType| {
+        DomainEvent::new_raw(
+            event_type.clone(),
+            "maintenance-service",
+            json!({"toolId": "T-1"}),
+        )
+    };
+    assert_eq!(
+        infallible.dispatch(event(&calibrated)).await.unwrap(),
+        Dispatched::Handled(Effects::none().set("calibrated", "\"T-1\""))
+    );
+    assert_eq!(
+        infallible.dispatch(event(&retired)).await.unwrap(),
+        Dispatched::Handled(Effects::none().delete("unknown"))
+    );
+
+    let fallible = EventConsumer::new(config())
+        .try_on_type(
+            calibrated.clone(),
+            |event: DomainEvent<serde_json::Value>| async move {
+                let tool: String = serde_json::from_value(event.data()["toolId"].clone())?;
+                Ok(Effects::none().set("calibrated", tool))
+            },
+        )
+        .try_on_unknown(|_: DomainEvent<serde_json::Value>| async {
+            Err("no handler for this maintenance event".into())
+        });
+    assert_eq!(
+        fallible.dispatch(event(&calibrated)).await.unwrap(),
+        Dispatched::Handled(Effects::none().set("calibrated", "T-1"))
+    );
+    let malformed = DomainEvent::new_raw(calibrated, "maintenance-service", json!({"toolId": 7}));
+    let error = fallible.dispatch(malformed).await.unwrap_err();
+    assert!(
+        matches!(&error, DispatchError::Failed(source) if source.to_string().contains("expected a string")),
+        "{error:?}"
+    );
+    let error = fallible.dispatch(event(&retired)).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "handling failed: no handler for this maintenance event"
     );
 }

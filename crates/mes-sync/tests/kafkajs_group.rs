@@ -97,7 +97,7 @@ impl Setup {
                 let handled = handled.clone();
                 async move {
                     let _ = handled.send(event.id().to_string());
-                    Ok::<_, std::io::Error>(Effects::none())
+                    Effects::none()
                 }
             })
             .start()

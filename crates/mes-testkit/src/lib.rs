@@ -26,6 +26,8 @@
 //!   need tansu itself, TLS brokers, a Redis Cluster, Sentinel or TLS
 //!   server, the `redis-server` binary or Python still need `cargo xtask
 //!   test`, and say so when run without it.
+//! - With the feature `logs`, `logs::CapturedLogs`: what the code under
+//!   test logged, for tests that assert a warning or a span.
 //! - The pieces `cargo xtask` starts them from: [`tansu::TansuBroker`],
 //!   [`tansu::TlsTansu`] (tansu behind a [`tls_proxy::TlsProxy`]) and the
 //!   throwaway certificates of [`pki`].
@@ -39,6 +41,8 @@
 mod containers;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "logs")]
+pub mod logs;
 pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;

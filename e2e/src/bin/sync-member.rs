@@ -51,7 +51,7 @@ async fn main() {
                     .hash_increment(effects_key(&group), event.id().as_str(), 1)
                     .list_push(order_key(&group, &entity), seq);
                 println!("HANDLED {}", event.id());
-                Ok::<_, std::io::Error>(effects)
+                effects
             }
         })
         .start()
