@@ -671,6 +671,37 @@ impl KafkaClient {
         Ok(found)
     }
 
+    /// Removes a member from a group, as Kafka's admin
+    /// `removeMembersFromConsumerGroup` does: the coordinator rebalances at
+    /// once instead of waiting for the member's session to time out. For an
+    /// instance known dead (its host is gone); a live member that is removed
+    /// gets `UNKNOWN_MEMBER_ID` at its next heartbeat, stops using its
+    /// partitions and joins again. `Ok(false)`: the group had no such member.
+    pub async fn remove_group_member(&self, group: &str, member_id: &str) -> Result<bool> {
+        let coordinator = self.group_coordinator(group).await?;
+        let answer = coordinator
+            .call(&LeaveGroupRequest::one(group, member_id))
+            .await?;
+        // v3 answers per member; earlier versions only for the request.
+        let code = if answer.error_code != 0 {
+            answer.error_code
+        } else {
+            answer
+                .members
+                .iter()
+                .find(|m| m.member_id == member_id)
+                .map_or(0, |m| m.error_code)
+        };
+        match ErrorCode(code) {
+            ErrorCode::NONE => Ok(true),
+            ErrorCode::UNKNOWN_MEMBER_ID => Ok(false),
+            _ => Err(Error::broker(
+                format!("LeaveGroup of group {group} for {member_id}"),
+                code,
+            )),
+        }
+    }
+
     /// The offsets `group` committed for `partitions` (`None`: none), as
     /// an operator tool or a lag exporter reads them.
     pub async fn group_offsets(

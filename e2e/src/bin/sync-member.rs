@@ -2,8 +2,9 @@
 //!
 //! Handles every event of one type with effects applied atomically with the
 //! commit: `HINCRBY effects <event id> 1` and `RPUSH order:<entity> <seq>`.
-//! Prints `OWNED <partitions>` whenever the partitions it holds change and
-//! `HANDLED <event id>` after each event, then runs until killed (or until
+//! Prints `MEMBER <member id>` whenever the group coordinator gives it a
+//! member id, `OWNED <partitions>` whenever the partitions it holds change
+//! and `HANDLED <event id>` after each event, then runs until killed (or until
 //! stdin closes, when it shuts down gracefully).
 
 #![allow(
@@ -67,10 +68,15 @@ async fn main() {
         {}
     });
     let mut owned = Vec::new();
+    let mut member_id = String::new();
     loop {
-        let changed = consumer.wait_for(|s| s.owned() != owned);
+        let changed = consumer.wait_for(|s| s.owned() != owned || s.group.member_id != member_id);
         tokio::select! {
             stats = changed => {
+                if stats.group.member_id != member_id {
+                    member_id.clone_from(&stats.group.member_id);
+                    println!("MEMBER {member_id}");
+                }
                 owned = stats.owned();
                 let names: Vec<String> = owned.iter().map(ToString::to_string).collect();
                 println!("OWNED {}", names.join(","));

@@ -4,7 +4,8 @@
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    clippy::indexing_slicing
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,6 +113,83 @@ impl Group {
         let _: i64 = redis.del(keys).await.unwrap();
     }
 
+    /// Removes a killed member from the Kafka group at once (the admin
+    /// call), instead of waiting for its session to time out.
+    ///
+    /// A work-around of the test broker, not of the library: tansu 0.6.0
+    /// evicts a member whose session timed out inside the survivors'
+    /// heartbeat without starting a new generation, so the survivors rejoin
+    /// into the old generation and get their old assignment back: the dead
+    /// member's partitions are never reassigned (tansu's
+    /// `coordinator/group/administrator.rs`, fixed upstream after 0.6.0 in
+    /// 9b50583). A LeaveGroup does start a new generation. See
+    /// `mes_testkit::tansu`.
+    pub async fn evict(&self, member_id: &str) {
+        let client = mes_kafka::KafkaClient::connect(mes_kafka::KafkaConfig::new([self.brokers.as_str()]))
+            .await
+            .unwrap();
+        assert!(
+            client.remove_group_member(&self.group, member_id).await.unwrap(),
+            "{member_id} was a member of {}",
+            self.group
+        );
+    }
+
+    /// A kafkajs 2 instance of the same service in the same group (mes-sync's
+    /// `tests/node/kafkajs_member.js`), its output turned into the
+    /// `sync-member` protocol: `MEMBER`, `OWNED` and `HANDLED` lines. It
+    /// has no Redis state: its commits are Kafka's only.
+    pub fn spawn_kafkajs(&self, name: &str, lines: &mpsc::Sender<(String, String)>) -> Member {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crates/mes-sync/tests/node/kafkajs_member.js"
+        );
+        let topic = mes_events_types::topic_for_type(&self.event_type).unwrap();
+        let mut child = Command::new("node")
+            .arg(script)
+            .args([&self.brokers, &self.group, &topic])
+            .arg(self.session.as_millis().to_string())
+            .env("NODE_PATH", mes_testkit::node_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node (kafkajs) starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, tag) = (lines.clone(), name.to_owned());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let translated = match line.strip_prefix("ASSIGNED ") {
+                    Some(assigned) => {
+                        let assigned: serde_json::Value = serde_json::from_str(assigned).unwrap();
+                        let owned: Vec<String> = assigned["partitions"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|p| format!("{topic}/{p}"))
+                            .collect();
+                        vec![
+                            format!("MEMBER {}", assigned["memberId"].as_str().unwrap()),
+                            format!("OWNED {}", owned.join(",")),
+                        ]
+                    }
+                    None => vec![line],
+                };
+                for line in translated {
+                    if tx.send((tag.clone(), line)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Member {
+            name: name.to_owned(),
+            child,
+            stdin,
+        }
+    }
+
     pub fn spawn(&self, name: &str, lines: &mpsc::Sender<(String, String)>) -> Member {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sync-member"))
             .env(env::BROKERS, &self.brokers)
@@ -151,6 +229,24 @@ impl Member {
         self.child.wait().unwrap();
     }
 
+    /// SIGSTOP: frozen (a long GC pause, a VM stopped), its sockets open.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: it goes on where it was frozen.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} {}", self.name);
+    }
+
     /// Closes its stdin: it shuts down gracefully (finishes, commits,
     /// releases its claims, leaves the group).
     pub fn stop(&mut self) {
@@ -169,15 +265,21 @@ impl Drop for Member {
     }
 }
 
-/// The latest `OWNED` line of each member.
+/// The latest `OWNED` line of each member, and its latest member id.
 #[derive(Default, Debug)]
-pub struct Ownership(pub BTreeMap<String, BTreeSet<String>>);
+pub struct Ownership(
+    pub BTreeMap<String, BTreeSet<String>>,
+    pub BTreeMap<String, String>,
+);
 
 impl Ownership {
     /// Reads lines until `done` holds for the ownership.
     pub fn until(&mut self, lines: &Lines, done: impl Fn(&Self) -> bool) {
         while !done(self) {
             let (member, line) = lines.recv().expect("a member's output");
+            if let Some(id) = line.strip_prefix("MEMBER ") {
+                self.1.insert(member.clone(), id.to_owned());
+            }
             if let Some(owned) = line.strip_prefix("OWNED") {
                 let owned = owned
                     .trim()
@@ -188,6 +290,11 @@ impl Ownership {
                 self.0.insert(member, owned);
             }
         }
+    }
+
+    /// The group member id of the member called `member`.
+    pub fn member_id(&self, member: &str) -> &str {
+        self.1.get(member).map_or("", String::as_str)
     }
 
     pub fn of(&self, member: &str) -> usize {
