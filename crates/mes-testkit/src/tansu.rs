@@ -27,6 +27,25 @@
 //! publisher's broker-kill suite on `sqlite://` finds nothing on the topic
 //! twice that the library retried (3 runs: 0 duplicates; before
 //! idempotence, 0-4).
+//!
+//! Consumer groups, checked with kafkajs 2.2 and mes-kafka members (tansu's
+//! `coordinator/group/administrator.rs` at v0.6.0):
+//! - A member whose session times out is evicted inside the survivors'
+//!   `Heartbeat`, which answers `REBALANCE_IN_PROGRESS` but leaves the group
+//!   settled in the same generation: the survivors rejoin into it, its
+//!   `SyncGroup` ignores the leader's new assignment and returns the old
+//!   one, so the dead member's partitions are never reassigned (kafkajs
+//!   survivors too; fixed upstream in 9b50583, after 0.6.0). The e2e
+//!   suites therefore remove a killed member with `LeaveGroup`
+//!   (`KafkaClient::remove_group_member`), which does start a generation,
+//!   as Kafka would after the session timeout.
+//! - It holds a non-leader's `JoinGroup` for 3 s and counts that against
+//!   the member's session (only heartbeats renew it): sessions under ~4 s
+//!   make a member drop out of every rebalance.
+//! - It does not wait for every member to rejoin: it answers each join at
+//!   once with the members it knows.
+//! - `DescribeGroups` returns member ids and the state, but empty metadata
+//!   and assignments; `OffsetCommit` does not check the generation.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
