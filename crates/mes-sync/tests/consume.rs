@@ -463,3 +463,52 @@ async fn the_start_up_log_names_the_topics_and_the_handled_types() {
         format!("{:?}", ["(unknown types)".to_owned(), s.event_type.to_string()])
     );
 }
+
+/// Instances that disagree on their topics: the leader deals out only its
+/// own topics' partitions, so a topic only another instance reads is
+/// nobody's. The leader sees it in the join and says so in its figures (and
+/// an error log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_only_some_instances_read_is_reported_as_a_subscription_gap() {
+    let common = setup("gapcommon", 2).await;
+    let extra = setup("gapextra", 2).await;
+    let config = || {
+        common
+            .config()
+            .session_timeout(Duration::from_secs(6))
+            .rebalance_timeout(Duration::from_secs(6))
+    };
+    let leader = EventConsumer::new(config())
+        .on_type(common.event_type.clone(), |_: DomainEvent<Value>| async {
+            Effects::none()
+        })
+        .start()
+        .await
+        .unwrap();
+    leader.wait_for(|s| s.owned().len() == 2).await;
+    let wider = EventConsumer::new(config())
+        .on_type(common.event_type.clone(), |_: DomainEvent<Value>| async {
+            Effects::none()
+        })
+        .on_type(extra.event_type.clone(), |_: DomainEvent<Value>| async {
+            Effects::none()
+        })
+        .start()
+        .await
+        .unwrap();
+    let seen_by_leader = leader
+        .wait_for(|s| s.group.leader && !s.group.subscription_gaps.is_empty())
+        .await;
+    assert_eq!(seen_by_leader.group.subscription_gaps, [extra.topic.clone()]);
+    let wider_stats = wider
+        .wait_for(|s| s.group.joins > 0 && s.owned().len() == 1)
+        .await;
+    assert!(
+        wider_stats.owned().iter().all(|tp| tp.topic == common.topic),
+        "nobody is given the extra topic: {:?}",
+        wider_stats.owned()
+    );
+    wider.shutdown().await;
+    leader.shutdown().await;
+    forget_group(&common.group).await;
+}
