@@ -41,7 +41,8 @@ Tasks:
               rskafka, librdkafka (confluent-kafka) and kafkajs on one broker,
               the PostgreSQL outbox against direct publishing (end to end,
               relay drain, commit-to-ack latency with NOTIFY and polling) and
-              the consumer against raw rskafka fetches;
+              the consumer against raw mes-kafka and rskafka fetches and the
+              librdkafka and kafkajs (eachMessage, eachBatch) consumers;
               `bench redis [args]` the cache against raw fred, redis-benchmark
               and the legacy invalidation (see crates/mes-cache/benches/cache.rs);
               no argument runs both.
