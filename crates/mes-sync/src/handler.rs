@@ -5,8 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use mes_cache::CacheKeyPrefix;
 use mes_events_types::{DomainEvent, EventPayload, EventType};
 use serde_json::Value;
+use tracing::debug;
 
 use crate::error::BoxError;
 use crate::sync::{BoundSync, CacheAction};
@@ -205,6 +207,37 @@ impl Handlers {
             return Ok(None);
         }
         Ok(Some(Plan { handler, actions }))
+    }
+
+    /// Applies the point invalidations of several events' plans at once,
+    /// one `UNLINK` per cache prefix, and takes them out of the plans; their
+    /// other actions stay. They only remove entries, so running one event's
+    /// ahead of an earlier event's handler changes nothing a reader could
+    /// tell, and an event later dead-lettered loses nothing by it. When
+    /// Redis fails, the plans keep them: each event applies its own, retried.
+    pub(crate) async fn invalidate_ahead(&self, plans: &mut [&mut Plan]) {
+        let Some(sync) = &self.sync else { return };
+        let mut by_prefix: HashMap<&CacheKeyPrefix, Vec<&str>> = HashMap::new();
+        for plan in plans.iter() {
+            for action in &plan.actions {
+                if let CacheAction::Invalidate { prefix, id } = action {
+                    by_prefix.entry(prefix).or_default().push(id);
+                }
+            }
+        }
+        if by_prefix.is_empty() {
+            return;
+        }
+        for (prefix, ids) in by_prefix {
+            if let Err(e) = sync.cache.invalidate_many(prefix, ids).await {
+                debug!(error = %e, "cannot invalidate a run's entries at once; each event does its own");
+                return;
+            }
+        }
+        for plan in plans.iter_mut() {
+            plan.actions
+                .retain(|action| !matches!(action, CacheAction::Invalidate { .. }));
+        }
     }
 
     /// One attempt at `event`: the cache rules first (idempotent, so

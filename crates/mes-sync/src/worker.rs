@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{ConsumerConfig, StartPosition};
-use crate::handler::{AttemptError, Effects, Handlers};
+use crate::handler::{AttemptError, Effects, Handlers, Plan};
 use crate::state::{GroupState, Handled, Owner, TopicPartition};
 use crate::stats::{PartitionCounters, StatsRegistry};
 
@@ -58,6 +58,14 @@ const MAX_COMMIT_BATCH: usize = 100;
 struct Run {
     next: Option<i64>,
     handled: Vec<(String, Effects)>,
+}
+
+/// What is known of a fetched event before it is handled.
+enum Prepared {
+    /// Handled before (its id is marked): skipped.
+    Seen,
+    /// What to do with it; `Err`: why it cannot be handled.
+    Planned(Result<Option<Plan>, String>),
 }
 
 /// A fetched record, read as far as it goes.
@@ -368,9 +376,30 @@ impl PartitionWorker {
                 async move { state.seen(&ids).await }
             })
             .await?;
+        // Plans of the events not seen yet, made up front so that their
+        // point invalidations go to Redis together.
         let mut seen = seen.into_iter();
+        let mut prepared: Vec<Option<Prepared>> = items
+            .iter()
+            .map(|item| match item {
+                Item::Event { event, .. } => Some(if seen.next().unwrap_or(false) {
+                    Prepared::Seen
+                } else {
+                    Prepared::Planned(self.handlers.plan(event))
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut plans: Vec<&mut Plan> = prepared
+            .iter_mut()
+            .filter_map(|prepared| match prepared {
+                Some(Prepared::Planned(Ok(Some(plan)))) => Some(plan),
+                _ => None,
+            })
+            .collect();
+        self.handlers.invalidate_ahead(&mut plans).await;
         let mut run = Run::default();
-        for item in &items {
+        for (item, prepared) in items.iter().zip(prepared) {
             if self.stopping() {
                 break;
             }
@@ -389,7 +418,6 @@ impl PartitionWorker {
                     self.advance(offset, at + 1);
                 }
                 Item::Event { at, record, event } => {
-                    let already_seen = seen.next().unwrap_or(false);
                     let span = info_span!(
                         "event",
                         offset = at,
@@ -397,7 +425,8 @@ impl PartitionWorker {
                         event_type = %event.event_type(),
                         correlation_id = event.correlation_id(),
                     );
-                    self.event(*at, record, event, already_seen, &mut run, offset)
+                    let prepared = prepared.unwrap_or(Prepared::Seen);
+                    self.event(*at, record, event, prepared, &mut run, offset)
                         .instrument(span)
                         .await?;
                 }
@@ -413,17 +442,20 @@ impl PartitionWorker {
         at: i64,
         record: &KafkaRecord,
         event: &DomainEvent<Value>,
-        already_seen: bool,
+        prepared: Prepared,
         run: &mut Run,
         offset: &mut i64,
     ) -> Result<(), Interrupted> {
         let id = event.id().as_str();
-        if already_seen {
-            PartitionCounters::add(&self.counters.duplicates);
-            run.next = Some(at + 1);
-            return Ok(());
-        }
-        let plan = match self.handlers.plan(event) {
+        let planned = match prepared {
+            Prepared::Seen => {
+                PartitionCounters::add(&self.counters.duplicates);
+                run.next = Some(at + 1);
+                return Ok(());
+            }
+            Prepared::Planned(planned) => planned,
+        };
+        let plan = match planned {
             Ok(Some(plan)) => plan,
             Ok(None) => {
                 PartitionCounters::add(&self.counters.ignored);

@@ -499,7 +499,10 @@ async fn a_topic_only_some_instances_read_is_reported_as_a_subscription_gap() {
     let seen_by_leader = leader
         .wait_for(|s| s.group.leader && !s.group.subscription_gaps.is_empty())
         .await;
-    assert_eq!(seen_by_leader.group.subscription_gaps, [extra.topic.clone()]);
+    assert_eq!(
+        seen_by_leader.group.subscription_gaps,
+        std::slice::from_ref(&extra.topic)
+    );
     let wider_stats = wider
         .wait_for(|s| s.group.joins > 0 && s.owned().len() == 1)
         .await;
