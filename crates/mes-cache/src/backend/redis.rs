@@ -35,39 +35,48 @@ fn millis(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
+/// A fred builder for `fred_config` with the cache's timeouts and
+/// reconnect policy: the pool's, and the near cache's listeners'.
+pub(crate) fn builder(
+    config: &CacheConfig,
+    fred_config: fred::types::config::Config,
+) -> fred::types::Builder {
+    let mut builder = fred::types::Builder::from_config(fred_config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = config.connect_timeout;
+            c.internal_command_timeout = config.command_timeout;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = config.command_timeout;
+        });
+    match config.reconnect {
+        ReconnectPolicy::Never => {}
+        ReconnectPolicy::Constant { delay, max_attempts } => {
+            builder.set_policy(fred::types::config::ReconnectPolicy::new_constant(
+                max_attempts,
+                millis(delay),
+            ));
+        }
+        ReconnectPolicy::Exponential {
+            min_delay,
+            max_delay,
+            max_attempts,
+        } => {
+            builder.set_policy(fred::types::config::ReconnectPolicy::new_exponential(
+                max_attempts,
+                millis(min_delay),
+                millis(max_delay),
+                2,
+            ));
+        }
+    }
+    builder
+}
+
 impl RedisBackend {
     pub(crate) async fn connect(config: &CacheConfig) -> Result<Self> {
-        let fred_config = config.fred_config()?;
-        let mut builder = fred::types::Builder::from_config(fred_config);
-        builder
-            .with_connection_config(|c| {
-                c.connection_timeout = config.connect_timeout;
-                c.internal_command_timeout = config.command_timeout;
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = config.command_timeout;
-            });
-        match config.reconnect {
-            ReconnectPolicy::Never => {}
-            ReconnectPolicy::Constant { delay, max_attempts } => {
-                builder.set_policy(fred::types::config::ReconnectPolicy::new_constant(
-                    max_attempts,
-                    millis(delay),
-                ));
-            }
-            ReconnectPolicy::Exponential {
-                min_delay,
-                max_delay,
-                max_attempts,
-            } => {
-                builder.set_policy(fred::types::config::ReconnectPolicy::new_exponential(
-                    max_attempts,
-                    millis(min_delay),
-                    millis(max_delay),
-                    2,
-                ));
-            }
-        }
+        let builder = builder(config, config.fred_config()?);
         let pool = builder
             .build_pool(config.pool_size)
             .map_err(|e| Error::Connect { source: Box::new(e) })?;
@@ -99,6 +108,68 @@ impl RedisBackend {
     pub(crate) async fn get(&self, key: String) -> Result<Raw, BoxError> {
         let value: Value = self.pool.next().get(key).await?;
         Ok(raw(value))
+    }
+
+    /// `GET` and `PTTL` of one key in one round trip (a pipeline on one
+    /// connection), for the near cache: the value, and how long Redis keeps
+    /// it (-1 for no TTL, -2 when the key is gone).
+    pub(crate) async fn get_with_pttl(&self, key: String) -> Result<(Raw, i64), BoxError> {
+        let pipeline = self.pool.next().pipeline();
+        let () = pipeline.get(key.as_str()).await?;
+        let () = pipeline.pttl(key).await?;
+        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let value = replies.next().ok_or("GET: no reply")??;
+        let pttl = replies.next().ok_or("PTTL: no reply")??;
+        Ok((raw(value), pttl.as_i64().unwrap_or(-2)))
+    }
+
+    /// [`mget`](Self::mget) and the `PTTL` of every key, in one pipeline:
+    /// one `MGET` per hash slot and `batch` keys, one `PTTL` per key.
+    pub(crate) async fn mget_with_pttl(
+        &self,
+        keys: Vec<String>,
+        batch: usize,
+    ) -> Result<Vec<(Raw, i64)>, BoxError> {
+        let batch = batch.max(1);
+        let total = keys.len();
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (index, key) in keys.iter().enumerate() {
+            let slot = if self.clustered {
+                fred::util::redis_keyslot(key.as_bytes())
+            } else {
+                0
+            };
+            groups.entry(slot).or_default().push(index);
+        }
+        let pipeline = self.pool.next().pipeline();
+        let mut chunks: Vec<Vec<usize>> = Vec::new();
+        for group in groups.into_values() {
+            for chunk in group.chunks(batch) {
+                let chunk_keys: Vec<&str> = chunk
+                    .iter()
+                    .filter_map(|i| keys.get(*i).map(String::as_str))
+                    .collect();
+                let () = pipeline.mget(chunk_keys).await?;
+                chunks.push(chunk.to_vec());
+            }
+        }
+        for key in &keys {
+            let () = pipeline.pttl(key.as_str()).await?;
+        }
+        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let mut out: Vec<(Raw, i64)> = vec![(None, -2); total];
+        for positions in chunks {
+            let values: Vec<Value> = replies.next().ok_or("MGET: no reply")??.convert()?;
+            for (index, value) in positions.into_iter().zip(values) {
+                if let Some(slot) = out.get_mut(index) {
+                    slot.0 = raw(value);
+                }
+            }
+        }
+        for slot in &mut out {
+            slot.1 = replies.next().ok_or("PTTL: no reply")??.as_i64().unwrap_or(-2);
+        }
+        Ok(out)
     }
 
     /// One `MGET` per hash slot (one in all in standalone mode) and per
