@@ -236,6 +236,10 @@ impl L1 {
 
     /// The live value of `key`, if held.
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
+        // Disarmed means emptied, or about to be: serve nothing meanwhile.
+        if !self.armed.load(Ordering::Acquire) {
+            return None;
+        }
         let slot = self.map.get(key)?;
         if self.clock.now_ms() < slot.live_until_ms {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -368,9 +372,11 @@ impl L1 {
 
     /// Whether `key` is held and live (diagnostics; counts no hit).
     pub(crate) fn holds(&self, key: &str) -> bool {
-        self.map
-            .peek(key)
-            .is_some_and(|slot| self.clock.now_ms() < slot.live_until_ms)
+        self.armed.load(Ordering::Acquire)
+            && self
+                .map
+                .peek(key)
+                .is_some_and(|slot| self.clock.now_ms() < slot.live_until_ms)
     }
 
     pub(crate) fn stats(&self) -> NearCacheStats {
