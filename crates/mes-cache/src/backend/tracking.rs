@@ -252,13 +252,21 @@ impl Settings {
 
 /// Turns tracking on for the listener's own connection and subscribes it to
 /// the invalidation channel (in that order: a RESP2 connection in Pub/Sub
-/// mode accepts no other command).
+/// mode accepts no other command), and returns once the server has done
+/// both.
 async fn set_up(client: &Client, prefix: &str) -> Result<(), fred::error::Error> {
     let id: i64 = client.client_id().await?;
     let _: Value = client
         .client_tracking("ON", Some(id), prefix, true, false, false, false)
         .await?;
-    client.subscribe(INVALIDATION_CHANNEL).await
+    client.subscribe(INVALIDATION_CHANNEL).await?;
+    // fred resolves SUBSCRIBE without waiting for the server's answer (it
+    // drops subscription replies), and until the server has run it, it
+    // silently drops the invalidations redirected to this connection. A
+    // PING (allowed in Pub/Sub mode) is answered after it: once answered,
+    // the subscription holds.
+    let _: Value = client.ping(None).await?;
+    Ok(())
 }
 
 async fn stop_all(listeners: Vec<Listener>) {

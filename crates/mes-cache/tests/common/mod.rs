@@ -73,6 +73,9 @@ pub struct Harness {
     pub clock: ManualClock,
     pub store: Option<InMemoryStore>,
     pub namespace: String,
+    /// Writes this test made under its namespace that the near cache's
+    /// listener reports back (see `near::Harness::wrote`).
+    pub echoes: std::sync::atomic::AtomicU64,
 }
 
 fn random_suffix() -> u64 {
@@ -184,6 +187,7 @@ impl Harness {
             clock,
             store,
             namespace: namespace.to_owned(),
+            echoes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

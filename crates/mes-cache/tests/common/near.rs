@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fred::prelude::{ClusterInterface, KeysInterface};
+use fred::prelude::{ClientLike, ClusterInterface, KeysInterface};
 use mes_cache::{CacheKeyPrefix, Clock};
 
 use super::{Harness, Part, Target, part, url};
@@ -129,6 +129,33 @@ pub fn envelope(value: &Part, cached_at_ms: u64, ttl_secs: u64) -> String {
 }
 
 impl Harness {
+    /// This test wrote `writes` keys under its namespace: waits until the
+    /// listener has reported all its writes so far. Our own writes come
+    /// back as invalidations too, and one handled after a read would drop
+    /// what the read kept; once they are through, reads stay kept.
+    pub async fn wrote(&self, writes: u64) {
+        let total = self.echoes.fetch_add(writes, Ordering::SeqCst) + writes;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let stats = self.cache.near_cache_stats().unwrap();
+            if stats.invalidations >= total {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let client = self.cache.fred_pool().unwrap().next();
+                let list =
+                    fred::types::CustomCommand::new_static("CLIENT", fred::types::ClusterHash::Random, false);
+                let clients: fred::types::Value = client.custom(list, vec!["LIST"]).await.unwrap();
+                panic!(
+                    "{total} writes of {} were never all reported back: {stats:?}\n{}",
+                    self.namespace,
+                    clients.as_str().unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Reads `id` until the near cache keeps it. Our own writes come back
     /// as invalidation messages too, and one handled after a read drops
     /// what the read stored: reading again once they are through keeps it.
@@ -191,6 +218,7 @@ pub async fn near_hits_and_legacy_writers(target: Target) {
         .set_many(ids.iter().enumerate().map(|(i, id)| (id, part(i))), None)
         .await
         .unwrap();
+    h.wrote(24).await;
     for id in &ids {
         h.read_until_held(&prefix, id).await;
     }
@@ -234,6 +262,7 @@ pub async fn near_serves_get_many_typed_and_get_or_load(target: Target) {
         .set_many(ids.iter().enumerate().map(|(i, id)| (id, part(i))), None)
         .await
         .unwrap();
+    h.wrote(100).await;
     // Fill through get_many until every entry is kept.
     wait_until_async_all_held(&h, &ids).await;
     let before = parts.counters();
@@ -287,6 +316,7 @@ pub async fn near_library_invalidation_is_immediate(target: Target) {
         .set_many(ids.iter().enumerate().map(|(i, id)| (id, part(i))), None)
         .await
         .unwrap();
+    h.wrote(6).await;
     for id in &ids {
         h.read_until_held(&prefix, id).await;
     }
@@ -319,6 +349,7 @@ pub async fn near_expiry_rules(target: Target) {
     // The legacy rule: live while now - cachedAt <= ttl (no Redis TTL here).
     let key = h.key(&prefix, "P-1");
     h.raw_set(&key, envelope(&part(1), now, 60)).await;
+    h.wrote(1).await;
     h.read_until_held(&prefix, "P-1").await;
     h.clock.advance(Duration::from_secs(60));
     assert!(
@@ -332,11 +363,13 @@ pub async fn near_expiry_rules(target: Target) {
     );
     assert_eq!(parts.get("P-1").await.unwrap(), None);
     assert_eq!(h.raw_get(&key).await, None, "and Redis's copy is removed");
+    h.wrote(1).await; // that removal
 
     // The local cap (600 s here) for a long-lived entry.
     let now = h.clock.now_ms();
     h.raw_set(&h.key(&prefix, "P-2"), envelope(&part(2), now, 3600))
         .await;
+    h.wrote(1).await;
     h.read_until_held(&prefix, "P-2").await;
     let read_at = h.clock.now_ms();
     h.clock.set_ms(read_at + 599_999);
@@ -355,6 +388,7 @@ pub async fn near_expiry_rules(target: Target) {
     // Redis's TTL, shorter than the envelope's.
     let now = h.clock.now_ms();
     legacy_setex(target, &h.key(&prefix, "P-3"), 5, &envelope(&part(3), now, 3600));
+    h.wrote(1).await;
     h.read_until_held(&prefix, "P-3").await;
     h.clock.advance(Duration::from_secs(5));
     assert!(!h.cache.near_cache_holds(&prefix, "P-3"), "past the key's PTTL");
