@@ -696,6 +696,77 @@ impl ReferenceDataCache {
         .await
     }
 
+    /// [`set_many`](Self::set_many) for periodic warming: an entry whose
+    /// stored `data` already equals the new one (same TTL, no version) and
+    /// that stays live for at least `keep_for` more is not rewritten, so
+    /// re-warming unchanged data writes nothing and no instance's near
+    /// cache drops it. Returns how many entries are in place (written or
+    /// kept).
+    pub(crate) async fn set_many_if_changed<V: Serialize>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        entries: Vec<(String, V)>,
+        ttl: Option<Duration>,
+        keep_for: Duration,
+    ) -> Result<usize> {
+        let span = info_span!("mes_cache.set_many_if_changed", prefix = %prefix, count = entries.len(), written = tracing::field::Empty);
+        async {
+            self.check_open()?;
+            let ttl = self.ttl_or_default(ttl)?;
+            let count = entries.len();
+            if count == 0 {
+                return Ok(0);
+            }
+            let counters = self.counters_for(prefix);
+            let keys: Vec<String> = entries.iter().map(|(id, _)| self.key(prefix, id)).collect();
+            let current = self
+                .inner
+                .backend
+                .mget(keys.clone(), self.inner.batch_size)
+                .await
+                .map_err(|e| self.failed(&counters, "set_many", e))?;
+            let live_until = self
+                .inner
+                .clock
+                .now_ms()
+                .saturating_add(u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX));
+            let mut items = Vec::new();
+            for ((key, (_, value)), raw) in keys.into_iter().zip(entries).zip(current) {
+                let data = serde_json::to_value(&value).map_err(|source| Error::Encode {
+                    key: key.clone(),
+                    source,
+                })?;
+                let unchanged = raw
+                    .and_then(|bytes| decode::<serde_json::Value>(&bytes).ok())
+                    .is_some_and(|stored| {
+                        stored.data == data
+                            && stored.version.is_none()
+                            && stored.ttl_secs == ttl
+                            && !stored.is_expired_at(live_until)
+                    });
+                if !unchanged {
+                    // Encoded from the value itself: the legacy bytes, fields in order.
+                    let bytes = self.encode(&key, &value, ttl, None)?;
+                    items.push((key, ttl, bytes));
+                }
+            }
+            tracing::Span::current().record("written", items.len());
+            if items.is_empty() {
+                return Ok(count);
+            }
+            let written_keys: Vec<String> = match &self.inner.near {
+                Some(_) => items.iter().map(|(key, _, _)| key.clone()).collect(),
+                None => Vec::new(),
+            };
+            let written = self.inner.backend.setex_many(items, self.inner.batch_size).await;
+            self.forget_near(written_keys.iter().map(String::as_str));
+            written.map_err(|e| self.failed(&counters, "set_many", e))?;
+            Ok(count)
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Removes one entry (`UNLINK` of its exact key: no pattern involved).
     /// Returns whether it existed.
     ///

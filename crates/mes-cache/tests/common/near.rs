@@ -462,6 +462,64 @@ pub async fn near_race_keeps_no_stale_value(target: Target) {
     Arc::into_inner(h).unwrap().cleanup().await;
 }
 
+/// Periodic warming rewrites only what changed: every instance's near cache
+/// keeps the rest.
+pub async fn near_periodic_warming_keeps_unchanged_entries(target: Target) {
+    use std::sync::atomic::AtomicUsize;
+    let h = Harness::near(target, "near_warm").await;
+    let prefix = CacheKeyPrefix::Part;
+    let first = Arc::new(AtomicUsize::new(0));
+    let loaded = Arc::clone(&first);
+    let handle = h
+        .cache
+        .warm_cache(
+            &prefix,
+            move || {
+                let n = loaded.load(Ordering::SeqCst);
+                async move {
+                    Ok::<_, mes_cache::Error>(vec![
+                        ("P-0".to_owned(), part(n)),
+                        ("P-1".to_owned(), part(1)),
+                        ("P-2".to_owned(), part(2)),
+                    ])
+                }
+            },
+            mes_cache::WarmOptions::every(Duration::from_millis(10)).ttl(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    h.wrote(3).await;
+    for id in ["P-0", "P-1", "P-2"] {
+        h.read_until_held(&prefix, id).await;
+    }
+    wait_until("three more runs", || handle.runs() >= 4).await;
+    // A write of ours as a marker: once its invalidation is handled, any
+    // the runs caused would have been too.
+    h.cache.set(&prefix, "P-9", &part(9), None).await.unwrap();
+    h.wrote(1).await;
+    assert_eq!(
+        h.cache.near_cache_stats().unwrap().invalidations,
+        4,
+        "the runs wrote nothing"
+    );
+    for id in ["P-0", "P-1", "P-2"] {
+        assert!(h.cache.near_cache_holds(&prefix, id), "{id} kept");
+    }
+
+    // One value changes: only its key is rewritten.
+    first.store(100, Ordering::SeqCst);
+    let runs = handle.runs();
+    wait_until("a run after the change", || handle.runs() >= runs + 2).await;
+    h.wrote(1).await;
+    assert_eq!(
+        h.cache.get::<Part>(&prefix, "P-0").await.unwrap(),
+        Some(part(100))
+    );
+    assert!(h.cache.near_cache_holds(&prefix, "P-1") && h.cache.near_cache_holds(&prefix, "P-2"));
+    handle.stop().await;
+    h.cleanup().await;
+}
+
 /// Every near-cache scenario for a target.
 #[macro_export]
 macro_rules! near_scenarios {
@@ -486,6 +544,10 @@ macro_rules! near_scenarios {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn expiry_rules() {
                 near::near_expiry_rules($target).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn periodic_warming_keeps_unchanged_entries() {
+                near::near_periodic_warming_keeps_unchanged_entries($target).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn race_keeps_no_stale_value() {
