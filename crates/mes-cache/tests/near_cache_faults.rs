@@ -3,7 +3,8 @@
 //! `MES_TEST_REDIS_SERVER_BIN`), since they flush, kill connections, stop
 //! servers and fail a master over: `FLUSHALL`/`FLUSHDB` empty it, a lost
 //! invalidation connection empties it and tracking comes back with the
-//! connection, and after a Sentinel failover no old value is served.
+//! connection, after a Sentinel failover no old value is served, and after
+//! a Cluster failover the listeners follow the new primary.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -28,12 +29,18 @@ struct Server {
     child: Option<Child>,
 }
 
+/// A free port whose cluster bus port (+10000) is free too.
 fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Server {
@@ -49,6 +56,9 @@ impl Server {
 
     fn restart(&mut self) {
         let binary = mes_testkit::required_env("MES_TEST_REDIS_SERVER_BIN", "redis-server binary");
+        // A folder of its own: a cluster node keeps its nodes.conf there.
+        let dir = std::env::temp_dir().join(format!("mes-near-faults-{}", self.port));
+        std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new(binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -57,7 +67,7 @@ impl Server {
                 "--appendonly",
                 "no",
                 "--dir",
-                &std::env::temp_dir().display().to_string(),
+                &dir.display().to_string(),
             ])
             .args(&self.args)
             .stdin(Stdio::null())
@@ -110,6 +120,7 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("mes-near-faults-{}", self.port)));
     }
 }
 
@@ -353,4 +364,79 @@ async fn after_a_sentinel_failover_no_old_value_is_served() {
     cache.close().await.unwrap();
     sentinel.stop();
     let _ = std::fs::remove_dir_all(&sentinel_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cluster_failover_the_listeners_follow_the_new_primary() {
+    let cluster_args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+    let masters: Vec<Server> = (0..3).map(|_| Server::start(&cluster_args)).collect();
+    let address = |server: &Server| format!("127.0.0.1:{}", server.port);
+    let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+    create.extend(masters.iter().map(address));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(str::to_owned));
+    cli(&create);
+    for master in &masters {
+        master.wait_for("CLUSTER INFO", "cluster_state:ok");
+    }
+    // A replica of the first master (slots 0-5460).
+    let first = &masters[0];
+    let first_id = first.cli(&["CLUSTER", "MYID"]).trim().to_owned();
+    let replica = Server::start(&cluster_args);
+    cli(&[
+        "--cluster".to_owned(),
+        "add-node".to_owned(),
+        address(&replica),
+        address(first),
+        "--cluster-slave".to_owned(),
+        "--cluster-master-id".to_owned(),
+        first_id,
+    ]);
+    replica.wait_for("INFO replication", "master_link_status:up");
+    for master in &masters {
+        master.wait_for("CLUSTER INFO", "cluster_state:ok");
+    }
+
+    let url = format!(
+        "redis-cluster://{}?node={}&node={}",
+        address(&masters[0]),
+        address(&masters[1]),
+        address(&masters[2])
+    );
+    let cache = near_cache(&url).await;
+    let parts = cache.typed::<Part>();
+    // An id whose key lives on the first master.
+    let id = (0..)
+        .map(|i| format!("P-{i}"))
+        .find(|id| fred::util::redis_keyslot(cache.key(&CacheKeyPrefix::Part, id).as_bytes()) <= 5460)
+        .unwrap();
+    let key = cache.key(&CacheKeyPrefix::Part, &id);
+    parts.set(&id, &part(1), None).await.unwrap();
+    wait_until("our write is reported back", || stats(&cache).invalidations >= 1).await;
+    read_until_held(&cache, &id).await;
+
+    replica.cli(&["CLUSTER", "FAILOVER"]);
+    replica.wait_for("ROLE", "master");
+    let write = |value: &Part| {
+        let envelope = envelope(value, mes_cache::SystemClock.now_ms(), 300);
+        replica.cli(&["-c", "SETEX", &key, "300", &envelope]);
+    };
+    write(&part(2));
+    // The new value is read, and the listeners follow the new primary.
+    read_until(&cache, &id, Some(&part(2))).await;
+    wait_until("the new topology is followed", || {
+        let now = stats(&cache);
+        now.flushes.topology_changed >= 1 && now.tracking
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(parts.get(&id).await.unwrap(), Some(part(2)));
+    }
+    read_until_held(&cache, &id).await;
+    write(&part(3));
+    wait_until("the new primary's write is reported", || {
+        !cache.near_cache_holds(&CacheKeyPrefix::Part, &id)
+    })
+    .await;
+    assert_eq!(parts.get(&id).await.unwrap(), Some(part(3)));
+    cache.close().await.unwrap();
 }
