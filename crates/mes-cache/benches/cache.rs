@@ -417,31 +417,33 @@ impl Bench {
             }
             raw_rates.push(10_000.0 / started.elapsed().as_secs_f64());
         }
-        let mut baseline = Vec::new();
-        for _ in 0..self.rounds {
-            let output = Command::new(env("MES_BENCH_REDIS_BENCHMARK"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .args(["-t", "set", "-n", "10000", "-P", "1000", "-c", "1", "--csv"])
-                .args(["-d", &value_size.to_string()])
-                .output()
-                .expect("redis-benchmark runs");
-            let text = String::from_utf8_lossy(&output.stdout);
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("\"SET\""))
-                .unwrap_or_else(|| panic!("{text}"));
-            let rps: f64 = line.split(',').nth(1).unwrap().trim_matches('"').parse().unwrap();
-            baseline.push(rps);
+        for pipeline in ["1000", "32"] {
+            let mut baseline = Vec::new();
+            for _ in 0..self.rounds {
+                let output = Command::new(env("MES_BENCH_REDIS_BENCHMARK"))
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                    .args(["-t", "set", "-n", "10000", "-P", pipeline, "-c", "1", "--csv"])
+                    .args(["-d", &value_size.to_string()])
+                    .output()
+                    .expect("redis-benchmark runs");
+                let text = String::from_utf8_lossy(&output.stdout);
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("\"SET\""))
+                    .unwrap_or_else(|| panic!("{text}"));
+                let rps: f64 = line.split(',').nth(1).unwrap().trim_matches('"').parse().unwrap();
+                baseline.push(rps);
+            }
+            report_rates(
+                &format!("set_many(10_000), {value_size} B values"),
+                &rates,
+                &format!("redis-benchmark SET -P {pipeline} -c 1"),
+                &baseline,
+                "key/s",
+            );
         }
         report_rates(
-            &format!("set_many(10_000), {value_size} B values, 1 conn"),
-            &rates,
-            "redis-benchmark SET -P 1000 -c 1",
-            &baseline,
-            "key/s",
-        );
-        report_rates(
-            &format!("set_many(10_000), {value_size} B values, 1 conn"),
+            &format!("set_many(10_000), {value_size} B values"),
             &rates,
             "raw fred pipelined SETEX, pre-encoded",
             &raw_rates,
