@@ -648,9 +648,13 @@ impl ReferenceDataCache {
         .await
     }
 
-    /// Writes many values, as pipelines of `SETEX` (`batch_size` commands
-    /// each). Returns how many were written. Nothing is written when one
-    /// value cannot be encoded.
+    /// Writes many values with `SETEX`, in batches of `batch_size`: on a
+    /// standalone or Sentinel-managed server one script (`EVAL`) per batch
+    /// runs its `SETEX`es (a fraction of the client work of a pipeline of
+    /// single commands); on a Cluster, whose scripts cannot span hash
+    /// slots, one pipeline per batch. Up to four batches are in flight.
+    /// Returns how many were written. Nothing is written when one value
+    /// cannot be encoded; a batch failing midway keeps its earlier writes.
     ///
     /// # Errors
     /// As [`ReferenceDataCache::set`].
