@@ -516,6 +516,20 @@ pub async fn near_periodic_warming_keeps_unchanged_entries(target: Target) {
         Some(part(100))
     );
     assert!(h.cache.near_cache_holds(&prefix, "P-1") && h.cache.near_cache_holds(&prefix, "P-2"));
+
+    // Entries that would expire within two periods are rewritten, changed
+    // or not (the legacy readers go by cachedAt + ttl).
+    h.clock
+        .advance(Duration::from_secs(3600) - Duration::from_millis(15));
+    let runs = handle.runs();
+    wait_until("a run near the expiry", || handle.runs() >= runs + 2).await;
+    h.wrote(3).await;
+    let entry = h.cache.typed::<Part>().get_entry("P-1").await.unwrap().unwrap();
+    assert_eq!(
+        entry.cached_at_ms,
+        h.clock.now_ms(),
+        "rewritten with a new cachedAt"
+    );
     handle.stop().await;
     h.cleanup().await;
 }
