@@ -161,7 +161,15 @@ impl ReferenceDataCache {
                 settings.validate()?;
                 let l1 = Arc::new(L1::new(settings, Arc::clone(&config.clock)));
                 let prefix = format!("{}:", config.namespace);
-                match Tracker::start(&config, backend.pool(), Arc::clone(&l1), prefix).await {
+                match Tracker::start(
+                    &config,
+                    settings.heartbeat,
+                    backend.pool(),
+                    Arc::clone(&l1),
+                    prefix,
+                )
+                .await
+                {
                     Ok(tracker) => Some(Near { l1, tracker }),
                     Err(error) => {
                         let _ = backend.quit().await;

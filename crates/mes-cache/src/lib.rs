@@ -132,8 +132,10 @@
 //! - This cache's own writes and `invalidate*` calls drop local copies at
 //!   once.
 //!
-//! The local cap also bounds staleness if the listening connection is cut
-//! off without the client noticing (no reset, no error). Each instance
+//! A listening connection that stops answering its heartbeat `PING`
+//! ([`NearCache::heartbeat`], 5 s) is taken for lost the same way, and the
+//! local cap bounds what is left: a connection cut off silently between
+//! two heartbeats. Each instance
 //! gets every write under the namespace as a message; reads are unchanged
 //! otherwise. The in-memory store has no near cache.
 //!

@@ -56,6 +56,7 @@ const STRIPES: usize = 256;
 pub struct NearCache {
     pub(crate) max_entries: usize,
     pub(crate) max_ttl: Duration,
+    pub(crate) heartbeat: Duration,
 }
 
 impl Default for NearCache {
@@ -71,7 +72,11 @@ impl NearCache {
     /// its key's TTL in Redis). The cap also bounds how stale an entry can
     /// get if the invalidation connection is silently cut off.
     pub fn new(max_entries: usize, max_ttl: Duration) -> Self {
-        Self { max_entries, max_ttl }
+        Self {
+            max_entries,
+            max_ttl,
+            heartbeat: Duration::from_secs(5),
+        }
     }
 
     /// The most entries kept.
@@ -88,12 +93,26 @@ impl NearCache {
         self
     }
 
+    /// How often each listening connection is checked with a `PING` (5 s
+    /// by default). One not answered within the command timeout is taken
+    /// for lost: the near cache is emptied and the connection made anew.
+    /// This finds a connection cut off without a reset or an error, which
+    /// would otherwise miss invalidations until `max_ttl`.
+    #[must_use]
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         if self.max_entries == 0 {
             return Err(Error::config("the near cache needs max_entries of at least 1"));
         }
         if self.max_ttl < Duration::from_millis(1) {
             return Err(Error::config("the near cache needs a max_ttl of at least 1 ms"));
+        }
+        if self.heartbeat < Duration::from_millis(1) {
+            return Err(Error::config("the near cache needs a heartbeat of at least 1 ms"));
         }
         Ok(())
     }

@@ -3,8 +3,9 @@
 //! `MES_TEST_REDIS_SERVER_BIN`), since they flush, kill connections, stop
 //! servers and fail a master over: `FLUSHALL`/`FLUSHDB` empty it, a lost
 //! invalidation connection empties it and tracking comes back with the
-//! connection, after a Sentinel failover no old value is served, and after
-//! a Cluster failover the listeners follow the new primary.
+//! connection, after a Sentinel failover no old value is served, after a
+//! Cluster failover the listeners follow the new primary, and a listener
+//! that stops answering (`CLIENT PAUSE`) is noticed by its heartbeat.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -438,5 +439,42 @@ async fn after_a_cluster_failover_the_listeners_follow_the_new_primary() {
     })
     .await;
     assert_eq!(parts.get(&id).await.unwrap(), Some(part(3)));
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswering_listener_connection_empties_the_near_cache() {
+    let server = Server::start(&[]);
+    let config = CacheConfig::from_url(&format!("redis://127.0.0.1:{}", server.port))
+        .unwrap()
+        .namespace("mes:test:near-faults")
+        .command_timeout(Duration::from_millis(300))
+        .reconnect(ReconnectPolicy::Constant {
+            delay: Duration::from_millis(50),
+            max_attempts: 0,
+        })
+        .near_cache(common::near_settings().heartbeat(Duration::from_millis(50)));
+    let cache = ReferenceDataCache::connect(config).await.unwrap();
+    let parts = cache.typed::<Part>();
+    parts.set("P-1", &part(1), None).await.unwrap();
+    wait_until("our write is reported back", || stats(&cache).invalidations >= 1).await;
+    read_until_held(&cache, "P-1").await;
+
+    // The server stops answering anyone for a while, connections open (as
+    // behind a silent network cut): the heartbeat notices.
+    server.cli(&["CLIENT", "PAUSE", "2000", "ALL"]);
+    wait_until("tracking is off", || !stats(&cache).tracking).await;
+    assert!(!cache.near_cache_holds(&CacheKeyPrefix::Part, "P-1"));
+    assert!(stats(&cache).flushes.disconnected >= 1);
+
+    // Once it answers again, tracking comes back and works.
+    wait_until("tracking is on again", || stats(&cache).tracking).await;
+    read_until_held(&cache, "P-1").await;
+    legacy_setex(&server, &cache, "P-1", &part(2));
+    wait_until("the write is reported", || {
+        !cache.near_cache_holds(&CacheKeyPrefix::Part, "P-1")
+    })
+    .await;
+    assert_eq!(parts.get("P-1").await.unwrap(), Some(part(2)));
     cache.close().await.unwrap();
 }

@@ -91,6 +91,7 @@ impl Tracker {
     /// (e.g. a server older than Redis 6, or an ACL without `CLIENT`).
     pub(crate) async fn start(
         config: &CacheConfig,
+        heartbeat: Duration,
         pool: &Pool,
         l1: Arc<L1>,
         prefix: String,
@@ -98,6 +99,7 @@ impl Tracker {
         let settings = Settings {
             config: config.clone(),
             prefix,
+            heartbeat,
         };
         let listeners = settings.listen(pool, &l1).await?;
         let (stop, stopped) = watch::channel(false);
@@ -121,6 +123,7 @@ impl Tracker {
 struct Settings {
     config: CacheConfig,
     prefix: String,
+    heartbeat: Duration,
 }
 
 impl Settings {
@@ -207,10 +210,27 @@ impl Settings {
         let group = Arc::clone(group);
         let task_client = client.clone();
         let prefix = self.prefix.clone();
+        let (every, timeout) = (self.heartbeat, self.config.command_timeout);
         let task = tokio::spawn(async move {
             let l1 = &group.l1;
+            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tracking = true;
             loop {
                 tokio::select! {
+                    _ = heartbeat.tick(), if tracking => {
+                        // PING is allowed in Pub/Sub mode; no answer in time
+                        // means invalidations may be lost too.
+                        let answered = tokio::time::timeout(timeout, task_client.ping::<Value>(None)).await;
+                        if !matches!(answered, Ok(Ok(_))) {
+                            warn!("mes-cache: near cache listener does not answer; emptying the near cache and reconnecting");
+                            tracking = false;
+                            group.set(index, false, FlushReason::Disconnected);
+                            let client = task_client.clone();
+                            // Resolves once reconnected; the reconnection event sets tracking up again.
+                            tokio::spawn(async move { client.force_reconnection().await });
+                        }
+                    }
                     message = invalidations.recv() => match message {
                         // FLUSHALL / FLUSHDB: a message without keys.
                         Ok(invalidation) if invalidation.keys.is_empty() => l1.flush(FlushReason::ServerFlush),
@@ -228,15 +248,20 @@ impl Settings {
                         if matches!(error, Err(RecvError::Closed)) {
                             break;
                         }
+                        tracking = false;
                         group.set(index, false, FlushReason::Disconnected);
                     }
                     reconnected = reconnects.recv() => {
                         if matches!(reconnected, Err(RecvError::Closed)) {
                             break;
                         }
+                        tracking = false;
                         group.set(index, false, FlushReason::Reconnected);
                         match set_up(&task_client, &prefix).await {
-                            Ok(()) => group.set(index, true, FlushReason::Reconnected),
+                            Ok(()) => {
+                                tracking = true;
+                                group.set(index, true, FlushReason::Reconnected);
+                            }
                             Err(error) => warn!(
                                 error = %chain(&error),
                                 "mes-cache: cannot turn tracking on again; the near cache stays off until the next reconnection"
