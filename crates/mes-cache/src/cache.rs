@@ -155,6 +155,11 @@ impl ReferenceDataCache {
 
     /// Starts the near cache's listeners when asked to, then builds.
     async fn with_redis(config: CacheConfig, backend: RedisBackend, description: String) -> Result<Self> {
+        // Before any listener starts: `build` must not fail after that.
+        if let Err(error) = config.validate() {
+            let _ = backend.quit().await;
+            return Err(error);
+        }
         let near = match config.near_cache {
             None => None,
             Some(settings) => {

@@ -50,7 +50,9 @@ const STRIPES: usize = 256;
 /// can. Redis tells the cache which keys changed (client tracking in
 /// broadcast mode on the namespace, one listening connection per Redis
 /// primary), so writes by any client, the TypeScript services' `SETEX` and
-/// `DEL` included, drop the local copy. Needs Redis 6 or later; the
+/// `DEL` included, drop the local copy. Needs Redis 6 or later, and a
+/// Redis user allowed `CLIENT ID`, `CLIENT TRACKING`, `SUBSCRIBE` and
+/// `PING` (connecting fails with [`Error::Connect`] otherwise); the
 /// in-memory store has no near cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NearCache {
