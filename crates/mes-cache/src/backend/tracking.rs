@@ -21,6 +21,7 @@
 //!   no subscription (fred does not re-issue `CLIENT TRACKING`); between the
 //!   loss and the set-up the near cache is disarmed and emptied.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -101,7 +102,7 @@ impl Tracker {
             prefix,
             heartbeat,
         };
-        let listeners = settings.listen(pool, &l1).await?;
+        let listeners = settings.listen(pool.next(), &l1).await?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(supervise(settings, pool.clone(), l1, listeners, stopped));
         Ok(Self {
@@ -127,21 +128,18 @@ struct Settings {
 }
 
 impl Settings {
-    /// The servers to listen to: each primary of a cluster, else the
-    /// configured server (fred follows a Sentinel's master by itself).
-    fn servers(&self, pool: &Pool) -> Result<Vec<FredConfig>> {
+    /// The servers to listen to: each primary of a cluster as `client`
+    /// knows them, else the configured server (fred follows a Sentinel's
+    /// master by itself).
+    fn servers(client: &Client) -> Result<Vec<FredConfig>> {
         // The pool's own settings (server, credentials, TLS), also for a
         // pool the service built itself.
-        let mut base = pool.next().client_config();
+        let mut base = client.client_config();
         base.version = RespVersion::RESP2;
-        if !pool.is_clustered() {
+        if !client.is_clustered() {
             return Ok(vec![base]);
         }
-        let primaries = pool
-            .next()
-            .cached_cluster_state()
-            .map(|state| state.unique_primary_nodes())
-            .unwrap_or_default();
+        let primaries = primaries(client);
         if primaries.is_empty() {
             return Err(Error::Connect {
                 source: "the near cache found no cluster primary to listen to".into(),
@@ -157,8 +155,8 @@ impl Settings {
             .collect())
     }
 
-    async fn listen(&self, pool: &Pool, l1: &Arc<L1>) -> Result<Vec<Listener>> {
-        let servers = self.servers(pool)?;
+    async fn listen(&self, client: &Client, l1: &Arc<L1>) -> Result<Vec<Listener>> {
+        let servers = Self::servers(client)?;
         let group = Arc::new(Group {
             l1: Arc::clone(l1),
             ready: Mutex::new(vec![false; servers.len()]),
@@ -303,20 +301,35 @@ async fn stop_all(listeners: Vec<Listener>) {
     }
 }
 
-/// Waits until a pool connection reports a new cluster topology (or missed
-/// some reports); never returns when there is no cluster.
-async fn topology_change(changes: &mut Vec<BroadcastReceiver<Vec<ClusterStateChange>>>) {
+/// The primaries `client` knows of (none off a cluster).
+fn primaries(client: &Client) -> Vec<fred::types::config::Server> {
+    client
+        .cached_cluster_state()
+        .map(|state| state.unique_primary_nodes())
+        .unwrap_or_default()
+}
+
+fn names(servers: &[fred::types::config::Server]) -> BTreeSet<String> {
+    servers.iter().map(|s| format!("{}:{}", s.host, s.port)).collect()
+}
+
+/// Waits until a pool connection reports a change of the cluster's
+/// topology (or missed some reports); the position of that connection in
+/// the pool. Never returns when there is no cluster.
+async fn topology_change(changes: &mut Vec<(usize, BroadcastReceiver<Vec<ClusterStateChange>>)>) -> usize {
     loop {
         if changes.is_empty() {
             return std::future::pending().await;
         }
-        let next = changes.iter_mut().map(|rx| Box::pin(rx.recv()));
-        let (result, index, _) = futures::future::select_all(next).await;
+        let next = changes.iter_mut().map(|(_, rx)| Box::pin(rx.recv()));
+        let (result, position, _) = futures::future::select_all(next).await;
         match result {
-            Ok(_) | Err(RecvError::Lagged(_)) => return,
+            Ok(_) | Err(RecvError::Lagged(_)) => {
+                return changes.get(position).map_or(0, |(client, _)| *client);
+            }
             // That pool connection is closed: no more reports from it.
             Err(RecvError::Closed) => {
-                changes.swap_remove(index);
+                changes.swap_remove(position);
             }
         }
     }
@@ -331,21 +344,43 @@ async fn supervise(
     mut listeners: Vec<Listener>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut changes: Vec<_> = pool.clients().iter().map(|c| c.cluster_change_rx()).collect();
+    let mut changes: Vec<_> = pool
+        .clients()
+        .iter()
+        .enumerate()
+        .map(|(index, c)| (index, c.cluster_change_rx()))
+        .collect();
+    let mut listening = names(&primaries(pool.next()));
     loop {
         let changed = topology_change(&mut changes);
-        tokio::select! {
+        let reporter = tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => break,
-            _ = changed => {}
+            reporter = changed => reporter,
+        };
+        // The connection that reported the change knows the new topology.
+        // Slots moving between the same primaries need nothing: each
+        // listener hears about every key of its primary.
+        let Some(client) = pool.clients().get(reporter) else {
+            continue;
+        };
+        let now = names(&primaries(client));
+        if now.is_empty() || now == listening {
+            continue;
         }
+        debug!(
+            ?listening,
+            ?now,
+            "mes-cache: cluster primaries changed; near cache listeners follow"
+        );
         l1.disarm(FlushReason::TopologyChanged);
         stop_all(std::mem::take(&mut listeners)).await;
         // Until the new set is up the L1 stays disarmed; retry while the
         // cluster settles.
         loop {
-            match settings.listen(&pool, &l1).await {
+            match settings.listen(client, &l1).await {
                 Ok(fresh) => {
                     listeners = fresh;
+                    listening = now;
                     break;
                 }
                 Err(error) => {
