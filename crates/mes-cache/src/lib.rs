@@ -124,7 +124,7 @@
 //! - Nothing is kept while invalidations could be missed: when the
 //!   listening connection is lost, the whole near cache is dropped, and
 //!   tracking is turned on again when it is back; `FLUSHALL`/`FLUSHDB`,
-//!   a Sentinel failover and a Cluster topology change drop it too
+//!   a Sentinel failover and a change of a Cluster's primaries drop it too
 //!   ([`NearCacheStats::flushes`] counts why).
 //! - An entry is served at most until the earliest of the local cap
 //!   ([`NearCache::max_ttl`]), the legacy `cachedAt + ttl` rule and the
