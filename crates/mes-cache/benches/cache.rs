@@ -27,7 +27,7 @@ use fred::prelude::{ClientLike, KeysInterface};
 use fred::types::scan::Scanner;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use futures::StreamExt;
-use mes_cache::{CacheConfig, CacheKeyPrefix, ReferenceDataCache};
+use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -417,37 +417,196 @@ impl Bench {
             }
             raw_rates.push(10_000.0 / started.elapsed().as_secs_f64());
         }
-        let mut baseline = Vec::new();
-        for _ in 0..self.rounds {
-            let output = Command::new(env("MES_BENCH_REDIS_BENCHMARK"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .args(["-t", "set", "-n", "10000", "-P", "1000", "-c", "1", "--csv"])
-                .args(["-d", &value_size.to_string()])
-                .output()
-                .expect("redis-benchmark runs");
-            let text = String::from_utf8_lossy(&output.stdout);
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("\"SET\""))
-                .unwrap_or_else(|| panic!("{text}"));
-            let rps: f64 = line.split(',').nth(1).unwrap().trim_matches('"').parse().unwrap();
-            baseline.push(rps);
+        for pipeline in ["1000", "32"] {
+            let mut baseline = Vec::new();
+            for _ in 0..self.rounds {
+                let output = Command::new(env("MES_BENCH_REDIS_BENCHMARK"))
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                    .args(["-t", "set", "-n", "10000", "-P", pipeline, "-c", "1", "--csv"])
+                    .args(["-d", &value_size.to_string()])
+                    .output()
+                    .expect("redis-benchmark runs");
+                let text = String::from_utf8_lossy(&output.stdout);
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("\"SET\""))
+                    .unwrap_or_else(|| panic!("{text}"));
+                let rps: f64 = line.split(',').nth(1).unwrap().trim_matches('"').parse().unwrap();
+                baseline.push(rps);
+            }
+            report_rates(
+                &format!("set_many(10_000), {value_size} B values"),
+                &rates,
+                &format!("redis-benchmark SET -P {pipeline} -c 1"),
+                &baseline,
+                "key/s",
+            );
         }
         report_rates(
-            &format!("set_many(10_000), {value_size} B values, 1 conn"),
-            &rates,
-            "redis-benchmark SET -P 1000 -c 1",
-            &baseline,
-            "key/s",
-        );
-        report_rates(
-            &format!("set_many(10_000), {value_size} B values, 1 conn"),
+            &format!("set_many(10_000), {value_size} B values"),
             &rates,
             "raw fred pipelined SETEX, pre-encoded",
             &raw_rates,
             "key/s",
         );
         self.cache.invalidate_all(&CacheKeyPrefix::Tool).await.unwrap();
+    }
+
+    /// The near cache (L1) against Redis (L2), one run, one server: hit
+    /// latency, `get_many(100)`, how long another client's write takes to
+    /// drop a local copy, memory per entry.
+    async fn near_cache(&self, url: &str) {
+        let near = ReferenceDataCache::connect(
+            CacheConfig::from_url(url)
+                .unwrap()
+                .namespace("mes:bench")
+                .pool_size(POOL)
+                .command_timeout(Duration::from_secs(60))
+                .near_cache(NearCache::new(200_000, Duration::from_secs(600))),
+        )
+        .await
+        .unwrap();
+        let ids: Vec<String> = (0..KEYS).map(|i| format!("P-{i}")).collect();
+        let fill = |cache: ReferenceDataCache, ids: Vec<String>| async move {
+            // Our own writes come back as invalidations: read until all kept.
+            while !ids
+                .iter()
+                .all(|id| cache.near_cache_holds(&CacheKeyPrefix::Part, id))
+            {
+                cache
+                    .get_many::<Part, _, _>(&CacheKeyPrefix::Part, &ids)
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+        };
+        fill(near.clone(), ids.clone()).await;
+
+        // Latency of one get, one task, each call timed.
+        let time_gets = |cache: ReferenceDataCache, calls: usize| {
+            let ids = ids.clone();
+            async move {
+                let mut nanos = Vec::with_capacity(calls);
+                for i in 0..calls {
+                    let started = Instant::now();
+                    let found: Option<Part> = cache.get(&CacheKeyPrefix::Part, &ids[i % KEYS]).await.unwrap();
+                    nanos.push(started.elapsed().as_nanos() as f64);
+                    assert!(found.is_some());
+                }
+                nanos.sort_by(f64::total_cmp);
+                (nanos[nanos.len() / 2], nanos[nanos.len() * 99 / 100])
+            }
+        };
+        let (mut l1, mut l2) = (Vec::new(), Vec::new());
+        let near_hits = || near.counters(&CacheKeyPrefix::Part).near_hits;
+        for _ in 0..self.rounds {
+            let before = near_hits();
+            l1.push(time_gets(near.clone(), 100_000).await);
+            assert_eq!(near_hits() - before, 100_000, "every timed get was a near hit");
+            l2.push(time_gets(self.cache.clone(), 5_000).await);
+        }
+        let p = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| median(v.iter().map(f).collect());
+        let ratios: Vec<f64> = l1.iter().zip(&l2).map(|(a, b)| b.0 / a.0).collect();
+        println!(
+            "{:<44} p50 {:>8.3} µs p99 {:>8.3} µs   L2 get (Redis, loopback)  p50 {:>8.3} µs p99 {:>8.3} µs   L1 is {:.0}x faster (p50)",
+            "near cache hit (get, 1 task)",
+            p(&l1, |s| s.0) / 1e3,
+            p(&l1, |s| s.1) / 1e3,
+            p(&l2, |s| s.0) / 1e3,
+            p(&l2, |s| s.1) / 1e3,
+            median(ratios)
+        );
+        // get_many(100), 8 tasks: all from L1 against all from Redis.
+        let many = |cache: ReferenceDataCache| {
+            let ids = Arc::new(ids.clone());
+            throughput(8, 20_000, move |i| {
+                let (cache, ids) = (cache.clone(), Arc::clone(&ids));
+                async move {
+                    let start = (i * 100) % (KEYS - 100);
+                    let found = cache
+                        .get_many::<Part, _, _>(&CacheKeyPrefix::Part, &ids[start..start + 100])
+                        .await
+                        .unwrap();
+                    assert_eq!(found.len(), 100);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let (mut near_rates, mut redis_rates) = (Vec::new(), Vec::new());
+        for _ in 0..self.rounds {
+            near_rates.push(many(near.clone()).await);
+            redis_rates.push(many(self.cache.clone()).await);
+        }
+        report(
+            "get_many(100) from the near cache (8 tasks)",
+            &near_rates,
+            "get_many(100) from Redis",
+            &redis_rates,
+            "call/s",
+        );
+
+        // Another client's write until the local copy is gone.
+        let writer = self.raw.next().clone();
+        let mut lags = Vec::new();
+        for i in 0..500 {
+            let id = &ids[i % KEYS];
+            let key = format!("mes:bench:part:{id}");
+            while !near.near_cache_holds(&CacheKeyPrefix::Part, id) {
+                let _: Option<Part> = near.get(&CacheKeyPrefix::Part, id).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            let value =
+                serde_json::json!({"data": part(i % KEYS), "cachedAt": now_ms(), "ttl": 3600}).to_string();
+            let started = Instant::now();
+            let _: () = writer.set(key, value, None, None, false).await.unwrap();
+            while near.near_cache_holds(&CacheKeyPrefix::Part, id) {
+                tokio::task::yield_now().await;
+            }
+            lags.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        lags.sort_by(f64::total_cmp);
+        println!(
+            "{:<44} p50 {:>8.1} µs p99 {:>8.1} µs   (SET by another connection, acknowledged or not, until the L1 entry is gone)",
+            "near cache invalidation lag",
+            lags[lags.len() / 2],
+            lags[lags.len() * 99 / 100]
+        );
+
+        // Memory per entry: 100,000 more entries kept.
+        let count = 100_000;
+        let entries: Vec<(String, Part)> = (0..count).map(|i| (format!("M-{i}"), part(i))).collect();
+        self.cache
+            .set_many(
+                &CacheKeyPrefix::Tool,
+                entries.iter().map(|(id, p)| (id, p)),
+                Some(Duration::from_secs(3600)),
+            )
+            .await
+            .unwrap();
+        let tool_ids: Vec<String> = entries.into_iter().map(|(id, _)| id).collect();
+        let before = (rss_kib(), near.near_cache_stats().unwrap());
+        for chunk in tool_ids.chunks(1000) {
+            let chunk = chunk.to_vec();
+            while !chunk
+                .iter()
+                .all(|id| near.near_cache_holds(&CacheKeyPrefix::Tool, id))
+            {
+                near.get_many::<Part, _, _>(&CacheKeyPrefix::Tool, &chunk)
+                    .await
+                    .unwrap();
+            }
+        }
+        let after = (rss_kib(), near.near_cache_stats().unwrap());
+        let added = after.1.entries - before.1.entries;
+        println!(
+            "{:<44} {:>8.0} B RSS per entry ({} entries; key + value {:.0} B of it)",
+            "near cache memory",
+            (after.0.saturating_sub(before.0) * 1024) as f64 / added as f64,
+            added,
+            (after.1.bytes - before.1.bytes) as f64 / added as f64
+        );
+        self.cache.invalidate_all(&CacheKeyPrefix::Tool).await.unwrap();
+        near.close().await.unwrap();
     }
 
     async fn populate(&self, prefix: &str, count: usize) {
@@ -631,6 +790,7 @@ fn main() {
         bench.gets().await;
         bench.get_many_100().await;
         bench.get_many_1000_vs_gets().await;
+        bench.near_cache(&url).await;
         bench.set_many_vs_redis_benchmark().await;
         bench.invalidate(100_000).await;
         if !quick {

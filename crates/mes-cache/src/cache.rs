@@ -14,10 +14,12 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::backend::memory::InMemoryStore;
 use crate::backend::redis::RedisBackend;
+use crate::backend::tracking::Tracker;
 use crate::backend::{Backend, Raw};
 use crate::config::CacheConfig;
 use crate::envelope::{CacheEntry, Clock, EnvelopeRef, decode};
 use crate::error::{BoxError, Error, Result};
+use crate::near::{FlushReason, L1, NearCacheStats, Ticket};
 use crate::prefix::{CacheEntity, CacheKeyPrefix, escape_glob, key};
 use crate::stats::{CacheCounters, CacheStats, Counters, bump};
 use crate::typed::PrefixCache;
@@ -48,6 +50,20 @@ pub(crate) struct Inner {
     pub(crate) warmers: Mutex<Vec<watch::Receiver<bool>>>,
     pub(crate) shutdown: watch::Sender<bool>,
     closed: AtomicBool,
+    near: Option<Near>,
+}
+
+/// The near cache and what keeps it right.
+struct Near {
+    l1: Arc<L1>,
+    tracker: Tracker,
+}
+
+/// A key read from Redis that the near cache may keep.
+struct NearRead {
+    key: String,
+    ticket: Ticket,
+    pttl_ms: i64,
 }
 
 /// One `get_or_load` in progress for a key: the loaded value as JSON (or
@@ -101,7 +117,7 @@ impl fmt::Debug for ReferenceDataCache {
 }
 
 impl ReferenceDataCache {
-    fn build(config: CacheConfig, backend: Backend, description: String) -> Result<Self> {
+    fn build(config: CacheConfig, backend: Backend, description: String, near: Option<Near>) -> Result<Self> {
         config.validate()?;
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
@@ -119,6 +135,7 @@ impl ReferenceDataCache {
                 warmers: Mutex::default(),
                 shutdown,
                 closed: AtomicBool::new(false),
+                near,
             }),
         })
     }
@@ -133,7 +150,40 @@ impl ReferenceDataCache {
         config.validate()?;
         let backend = RedisBackend::connect(&config).await?;
         let description = config.redacted_url();
-        Self::build(config, Backend::Redis(backend), description)
+        Self::with_redis(config, backend, description).await
+    }
+
+    /// Starts the near cache's listeners when asked to, then builds.
+    async fn with_redis(config: CacheConfig, backend: RedisBackend, description: String) -> Result<Self> {
+        // Before any listener starts: `build` must not fail after that.
+        if let Err(error) = config.validate() {
+            let _ = backend.quit().await;
+            return Err(error);
+        }
+        let near = match config.near_cache {
+            None => None,
+            Some(settings) => {
+                settings.validate()?;
+                let l1 = Arc::new(L1::new(settings, Arc::clone(&config.clock)));
+                let prefix = format!("{}:", config.namespace);
+                match Tracker::start(
+                    &config,
+                    settings.heartbeat,
+                    backend.pool(),
+                    Arc::clone(&l1),
+                    prefix,
+                )
+                .await
+                {
+                    Ok(tracker) => Some(Near { l1, tracker }),
+                    Err(error) => {
+                        let _ = backend.quit().await;
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        Self::build(config, Backend::Redis(backend), description, near)
     }
 
     /// Connects to `REDIS_URL` (default `redis://localhost:6379`) with every
@@ -153,7 +203,7 @@ impl ReferenceDataCache {
     /// [`Error::Connect`] when the pool cannot connect.
     pub async fn from_fred_pool(pool: fred::clients::Pool, config: CacheConfig) -> Result<Self> {
         let backend = RedisBackend::from_pool(pool, &config).await?;
-        Self::build(config, Backend::Redis(backend), "fred pool".to_owned())
+        Self::with_redis(config, backend, "fred pool".to_owned()).await
     }
 
     /// Escape hatch: the underlying `fred` pool, `None` for an in-memory
@@ -167,12 +217,13 @@ impl ReferenceDataCache {
 
     /// A cache over an in-process [`InMemoryStore`] instead of Redis: the
     /// test double for services' unit tests. The store keeps its own clock;
-    /// `config`'s URL is ignored.
+    /// `config`'s URL is ignored, and so is its near cache (the store is
+    /// in process already).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an invalid configuration.
     pub fn with_store(config: CacheConfig, store: InMemoryStore) -> Result<Self> {
-        Self::build(config, Backend::Memory(store), "in-memory store".to_owned())
+        Self::build(config, Backend::Memory(store), "in-memory store".to_owned(), None)
     }
 
     /// A cache over a fresh [`InMemoryStore`] that follows `config`'s clock.
@@ -302,6 +353,42 @@ impl ReferenceDataCache {
         ttl.map_or(Ok(self.inner.default_ttl_secs), ttl_secs)
     }
 
+    /// Offers a decoded entry read from Redis to the near cache, which keeps
+    /// it unless an invalidation overtook the read.
+    fn keep_near<T>(&self, read: NearRead, bytes: Bytes, entry: &CacheEntry<T>) {
+        if let Some(near) = &self.inner.near
+            && let Some(until) = near
+                .l1
+                .live_until(entry.cached_at_ms, entry.ttl_secs, read.pttl_ms)
+        {
+            near.l1.store(read.key, bytes, until, read.ticket);
+        }
+    }
+
+    /// Drops keys this process just wrote or removed from the near cache at
+    /// once (Redis's message about them follows, but later).
+    fn forget_near<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
+        if let Some(near) = &self.inner.near {
+            for key in keys {
+                near.l1.invalidate(key);
+            }
+        }
+    }
+
+    /// The near cache's figures; `None` when it is off.
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.inner.near.as_ref().map(|near| near.l1.stats())
+    }
+
+    /// Whether the near cache holds a live entry for the id (diagnostics
+    /// and tests; counts nothing). `false` when it is off.
+    pub fn near_cache_holds(&self, prefix: &CacheKeyPrefix, id: &str) -> bool {
+        self.inner
+            .near
+            .as_ref()
+            .is_some_and(|near| near.l1.holds(&self.key(prefix, id)))
+    }
+
     /// Reads one entry with its envelope metadata.
     ///
     /// `Ok(None)` when the key is absent, past the legacy expiry rule
@@ -328,21 +415,52 @@ impl ReferenceDataCache {
         id: &str,
         counters: &Counters,
     ) -> Result<Option<CacheEntry<T>>> {
-        {
-            self.check_open()?;
-            let key = self.key(prefix, id);
-            let raw = self
-                .inner
-                .backend
-                .get(key.clone())
-                .await
-                .map_err(|e| self.failed(counters, "get", e))?;
-            let (entry, stale) = self.classify::<T>(id, raw, counters);
-            if let Some(stale) = stale {
-                self.remove_quietly(vec![(key, stale)], counters).await;
+        self.check_open()?;
+        let key = self.key(prefix, id);
+        let (raw, near) = match (&self.inner.near, &self.inner.backend) {
+            (Some(near), Backend::Redis(redis)) => {
+                if let Some(bytes) = near.l1.get(&key)
+                    && let Ok(entry) = decode::<T>(&bytes)
+                {
+                    // Checked against the expiry rule when it was stored, and
+                    // L1 keeps it no longer than that rule allows.
+                    bump(&counters.hits, 1);
+                    bump(&counters.near_hits, 1);
+                    return Ok(Some(entry));
+                }
+                let ticket = near.l1.ticket(&key);
+                let (raw, pttl_ms) = redis
+                    .get_with_pttl(key.clone())
+                    .await
+                    .map_err(|e| self.failed(counters, "get", e))?;
+                (
+                    raw,
+                    Some(NearRead {
+                        key: key.clone(),
+                        ticket,
+                        pttl_ms,
+                    }),
+                )
             }
-            Ok(entry)
+            _ => {
+                let raw = self
+                    .inner
+                    .backend
+                    .get(key.clone())
+                    .await
+                    .map_err(|e| self.failed(counters, "get", e))?;
+                (raw, None)
+            }
+        };
+        let bytes = raw.clone();
+        let (entry, stale) = self.classify::<T>(id, raw, counters);
+        if let Some(stale) = stale {
+            self.remove_quietly(vec![(key, stale)], counters).await;
         }
+        if let (Some(entry), Some(read), Some(bytes)) = (&entry, near, bytes) {
+            self.keep_near(read, bytes, entry);
+        }
+        Ok(entry)
     }
 
     /// Reads one value. See [`ReferenceDataCache::get_entry`].
@@ -381,6 +499,48 @@ impl ReferenceDataCache {
                 return Ok(HashMap::new());
             }
             let counters = self.counters_for(prefix);
+            let mut found = HashMap::with_capacity(ids.len());
+            let mut remove = Vec::new();
+            if let (Some(near), Backend::Redis(redis)) = (&self.inner.near, &self.inner.backend) {
+                // Near hits first; one pipeline of MGETs and PTTLs for the rest.
+                let mut wanted: Vec<(&str, String, Ticket)> = Vec::new();
+                for id in &ids {
+                    let id = id.as_ref();
+                    let key = self.key(prefix, id);
+                    if let Some(bytes) = near.l1.get(&key)
+                        && let Ok(entry) = decode::<T>(&bytes)
+                    {
+                        bump(&counters.hits, 1);
+                        bump(&counters.near_hits, 1);
+                        found.insert(id.to_owned(), entry.data);
+                        continue;
+                    }
+                    let ticket = near.l1.ticket(&key);
+                    wanted.push((id, key, ticket));
+                }
+                if !wanted.is_empty() {
+                    let keys = wanted.iter().map(|(_, key, _)| key.clone()).collect();
+                    let replies = redis
+                        .mget_with_pttl(keys, self.inner.batch_size)
+                        .await
+                        .map_err(|e| self.failed(&counters, "get_many", e))?;
+                    for ((id, key, ticket), (raw, pttl_ms)) in wanted.into_iter().zip(replies) {
+                        let bytes = raw.clone();
+                        match self.classify::<T>(id, raw, &counters) {
+                            (Some(entry), _) => {
+                                if let Some(bytes) = bytes {
+                                    self.keep_near(NearRead { key, ticket, pttl_ms }, bytes, &entry);
+                                }
+                                found.insert(id.to_owned(), entry.data);
+                            }
+                            (None, Some(stale)) => remove.push((key, stale)),
+                            (None, None) => {}
+                        }
+                    }
+                }
+                self.remove_quietly(remove, &counters).await;
+                return Ok(found);
+            }
             let keys: Vec<String> = ids.iter().map(|id| self.key(prefix, id.as_ref())).collect();
             let raws = self
                 .inner
@@ -388,8 +548,6 @@ impl ReferenceDataCache {
                 .mget(keys, self.inner.batch_size)
                 .await
                 .map_err(|e| self.failed(&counters, "get_many", e))?;
-            let mut found = HashMap::with_capacity(ids.len());
-            let mut remove = Vec::new();
             for (id, raw) in ids.into_iter().zip(raws) {
                 let id = id.as_ref();
                 match self.classify::<T>(id, raw, &counters) {
@@ -463,11 +621,14 @@ impl ReferenceDataCache {
             let key = self.key(prefix, id);
             let bytes = self.encode(&key, value, ttl, Some(version))?;
             let counters = self.counters_for(prefix);
-            self.inner
+            let written = self
+                .inner
                 .backend
-                .setex_if_newer(key, ttl, bytes, version)
-                .await
-                .map_err(|e| self.failed(&counters, "set_if_newer", e))
+                .setex_if_newer(key.clone(), ttl, bytes, version)
+                .await;
+            // Whatever the outcome (a timed-out write may have landed).
+            self.forget_near([key.as_str()]);
+            written.map_err(|e| self.failed(&counters, "set_if_newer", e))
         }
         .instrument(span)
         .await
@@ -488,19 +649,25 @@ impl ReferenceDataCache {
             let key = self.key(prefix, id);
             let bytes = self.encode(&key, value, ttl, version)?;
             let counters = self.counters_for(prefix);
-            self.inner
+            let written = self
+                .inner
                 .backend
-                .setex_many(vec![(key, ttl, bytes)], 1)
-                .await
-                .map_err(|e| self.failed(&counters, "set", e))
+                .setex_many(vec![(key.clone(), ttl, bytes)], 1)
+                .await;
+            self.forget_near([key.as_str()]);
+            written.map_err(|e| self.failed(&counters, "set", e))
         }
         .instrument(span)
         .await
     }
 
-    /// Writes many values, as pipelines of `SETEX` (`batch_size` commands
-    /// each). Returns how many were written. Nothing is written when one
-    /// value cannot be encoded.
+    /// Writes many values with `SETEX`, in batches of `batch_size`: on a
+    /// standalone or Sentinel-managed server one script (`EVAL`) per batch
+    /// runs its `SETEX`es (a fraction of the client work of a pipeline of
+    /// single commands); on a Cluster, whose scripts cannot span hash
+    /// slots, one pipeline per batch. Up to four batches are in flight.
+    /// Returns how many were written. Nothing is written when one value
+    /// cannot be encoded; a batch failing midway keeps its earlier writes.
     ///
     /// # Errors
     /// As [`ReferenceDataCache::set`].
@@ -533,11 +700,84 @@ impl ReferenceDataCache {
                 return Ok(0);
             }
             let counters = self.counters_for(prefix);
-            self.inner
+            let keys: Vec<String> = match &self.inner.near {
+                Some(_) => items.iter().map(|(key, _, _)| key.clone()).collect(),
+                None => Vec::new(),
+            };
+            let written = self.inner.backend.setex_many(items, self.inner.batch_size).await;
+            self.forget_near(keys.iter().map(String::as_str));
+            written.map_err(|e| self.failed(&counters, "set_many", e))?;
+            Ok(count)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// [`set_many`](Self::set_many) for periodic warming: an entry whose
+    /// stored `data` already equals the new one (same TTL, no version) and
+    /// that stays live for at least `keep_for` more is not rewritten, so
+    /// re-warming unchanged data writes nothing and no instance's near
+    /// cache drops it. Returns how many entries are in place (written or
+    /// kept).
+    pub(crate) async fn set_many_if_changed<V: Serialize>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        entries: Vec<(String, V)>,
+        ttl: Option<Duration>,
+        keep_for: Duration,
+    ) -> Result<usize> {
+        let span = info_span!("mes_cache.set_many_if_changed", prefix = %prefix, count = entries.len(), written = tracing::field::Empty);
+        async {
+            self.check_open()?;
+            let ttl = self.ttl_or_default(ttl)?;
+            let count = entries.len();
+            if count == 0 {
+                return Ok(0);
+            }
+            let counters = self.counters_for(prefix);
+            let keys: Vec<String> = entries.iter().map(|(id, _)| self.key(prefix, id)).collect();
+            let current = self
+                .inner
                 .backend
-                .setex_many(items, self.inner.batch_size)
+                .mget(keys.clone(), self.inner.batch_size)
                 .await
                 .map_err(|e| self.failed(&counters, "set_many", e))?;
+            let live_until = self
+                .inner
+                .clock
+                .now_ms()
+                .saturating_add(u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX));
+            let mut items = Vec::new();
+            for ((key, (_, value)), raw) in keys.into_iter().zip(entries).zip(current) {
+                let data = serde_json::to_value(&value).map_err(|source| Error::Encode {
+                    key: key.clone(),
+                    source,
+                })?;
+                let unchanged = raw
+                    .and_then(|bytes| decode::<serde_json::Value>(&bytes).ok())
+                    .is_some_and(|stored| {
+                        stored.data == data
+                            && stored.version.is_none()
+                            && stored.ttl_secs == ttl
+                            && !stored.is_expired_at(live_until)
+                    });
+                if !unchanged {
+                    // Encoded from the value itself: the legacy bytes, fields in order.
+                    let bytes = self.encode(&key, &value, ttl, None)?;
+                    items.push((key, ttl, bytes));
+                }
+            }
+            tracing::Span::current().record("written", items.len());
+            if items.is_empty() {
+                return Ok(count);
+            }
+            let written_keys: Vec<String> = match &self.inner.near {
+                Some(_) => items.iter().map(|(key, _, _)| key.clone()).collect(),
+                None => Vec::new(),
+            };
+            let written = self.inner.backend.setex_many(items, self.inner.batch_size).await;
+            self.forget_near(written_keys.iter().map(String::as_str));
+            written.map_err(|e| self.failed(&counters, "set_many", e))?;
             Ok(count)
         }
         .instrument(span)
@@ -554,12 +794,10 @@ impl ReferenceDataCache {
         async {
             self.check_open()?;
             let counters = self.counters_for(prefix);
-            let removed = self
-                .inner
-                .backend
-                .unlink(vec![self.key(prefix, id)])
-                .await
-                .map_err(|e| self.failed(&counters, "invalidate", e))?;
+            let key = self.key(prefix, id);
+            let removed = self.inner.backend.unlink(vec![key.clone()]).await;
+            self.forget_near([key.as_str()]);
+            let removed = removed.map_err(|e| self.failed(&counters, "invalidate", e))?;
             Ok(removed > 0)
         }
         .instrument(span)
@@ -584,11 +822,9 @@ impl ReferenceDataCache {
                 return Ok(0);
             }
             let counters = self.counters_for(prefix);
-            self.inner
-                .backend
-                .unlink(keys)
-                .await
-                .map_err(|e| self.failed(&counters, "invalidate_many", e))
+            let removed = self.inner.backend.unlink(keys.clone()).await;
+            self.forget_near(keys.iter().map(String::as_str));
+            removed.map_err(|e| self.failed(&counters, "invalidate_many", e))
         }
         .instrument(span)
         .await
@@ -653,8 +889,11 @@ impl ReferenceDataCache {
                 .inner
                 .backend
                 .scan_unlink(&pattern, self.inner.scan_page_size)
-                .await
-                .map_err(|e| self.failed(counters, operation, e))?;
+                .await;
+            if let Some(near) = &self.inner.near {
+                near.l1.invalidate_matching(&pattern);
+            }
+            let removed = removed.map_err(|e| self.failed(counters, operation, e))?;
             tracing::Span::current().record("removed", removed);
             Ok(removed)
         }
@@ -851,6 +1090,10 @@ impl ReferenceDataCache {
         let warmers: Vec<_> = std::mem::take(&mut *lock(&self.inner.warmers));
         for mut done in warmers {
             let _ = done.wait_for(|done| *done).await;
+        }
+        if let Some(near) = &self.inner.near {
+            near.tracker.stop().await;
+            near.l1.flush(FlushReason::Local);
         }
         self.inner
             .backend

@@ -9,6 +9,7 @@ use mes_redact::{Secret, redact_url};
 
 use crate::envelope::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::near::NearCache;
 
 /// The URL used when `REDIS_URL` is not set.
 pub const DEFAULT_REDIS_URL: &str = "redis://localhost:6379";
@@ -92,6 +93,7 @@ pub struct CacheConfig {
     pub(crate) batch_size: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tls_roots_pem: Option<Vec<u8>>,
+    pub(crate) near_cache: Option<NearCache>,
 }
 
 impl CacheConfig {
@@ -124,6 +126,7 @@ impl CacheConfig {
             batch_size: 1000,
             clock: Arc::new(SystemClock),
             tls_roots_pem: None,
+            near_cache: None,
         }
     }
 
@@ -232,6 +235,15 @@ impl CacheConfig {
         self
     }
 
+    /// Keeps recently read entries in process memory too (the near cache,
+    /// L1), kept right by Redis's invalidation messages: see [`NearCache`].
+    /// Off by default.
+    #[must_use]
+    pub fn near_cache(mut self, near_cache: NearCache) -> Self {
+        self.near_cache = Some(near_cache);
+        self
+    }
+
     /// The URL with any password replaced by `<redacted>`.
     pub fn redacted_url(&self) -> String {
         redact_url(self.url.expose())
@@ -254,6 +266,9 @@ impl CacheConfig {
         }
         if self.namespace.is_empty() {
             return Err(Error::config("namespace must not be empty"));
+        }
+        if let Some(near_cache) = &self.near_cache {
+            near_cache.validate()?;
         }
         Ok(())
     }
@@ -291,6 +306,7 @@ impl fmt::Debug for CacheConfig {
             .field("batch_size", &self.batch_size)
             .field("clock", &self.clock)
             .field("tls_roots_pem", &self.tls_roots_pem.as_ref().map(Vec::len))
+            .field("near_cache", &self.near_cache)
             .finish()
     }
 }

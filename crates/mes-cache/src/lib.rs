@@ -81,12 +81,63 @@
 //!   `UNLINK`s (bounded client memory, no giant `DEL` blocking Redis); the
 //!   namespace and prefix are glob-escaped ([`escape_glob`] for ids in your
 //!   own patterns).
+//! - An opt-in near cache in process memory, kept right by Redis's
+//!   invalidation messages ([below](#near-cache-l1)).
 //! - Hits, misses, hit rate, errors, decode failures per prefix
 //!   ([`ReferenceDataCache::stats`]); a `tracing` span per operation
 //!   (`mes_cache.*`).
 //! - [`get_or_load`](ReferenceDataCache::get_or_load) with single-flight.
 //! - Keys live under a configurable namespace (`mes:cache` by default, the
 //!   legacy one).
+//!
+//! # Near cache (L1)
+//!
+//! Opt-in with [`CacheConfig::near_cache`]: `get`, `get_entry`,
+//! `get_many`, `get_or_load` and the typed [`PrefixCache`] answer from
+//! process memory when they can (well under a microsecond, against a round
+//! trip to Redis), and Redis says when a key changes, whoever wrote it
+//! (client tracking, broadcast mode on the namespace), so the TypeScript
+//! services' `SETEX`/`DEL` drop local copies too.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
+//!
+//! # async fn run() -> Result<(), mes_cache::Error> {
+//! let cache = ReferenceDataCache::connect(
+//!     CacheConfig::from_env()?.near_cache(NearCache::new(50_000, Duration::from_secs(60))),
+//! )
+//! .await?;
+//! let first: Option<String> = cache.get(&CacheKeyPrefix::Part, "P-1").await?; // Redis
+//! let again: Option<String> = cache.get(&CacheKeyPrefix::Part, "P-1").await?; // process memory
+//! assert_eq!(first, again);
+//! let near = cache.near_cache_stats().expect("the near cache is on");
+//! println!("{} entries, {} hits, {} invalidations", near.entries, near.hits, near.invalidations);
+//! # Ok(()) }
+//! ```
+//!
+//! What keeps it right:
+//!
+//! - A value read from Redis is kept only if no invalidation of its key
+//!   arrived while it was being read (the invalidation travels on another
+//!   connection and may overtake the reply).
+//! - Nothing is kept while invalidations could be missed: when the
+//!   listening connection is lost, the whole near cache is dropped, and
+//!   tracking is turned on again when it is back; `FLUSHALL`/`FLUSHDB`,
+//!   a Sentinel failover and a change of a Cluster's primaries drop it too
+//!   ([`NearCacheStats::flushes`] counts why).
+//! - An entry is served at most until the earliest of the local cap
+//!   ([`NearCache::max_ttl`]), the legacy `cachedAt + ttl` rule and the
+//!   key's TTL in Redis (`PTTL`, read with the value).
+//! - This cache's own writes and `invalidate*` calls drop local copies at
+//!   once.
+//!
+//! A listening connection that stops answering its heartbeat `PING`
+//! ([`NearCache::heartbeat`], 5 s) is taken for lost the same way, and the
+//! local cap bounds what is left: a connection cut off silently between
+//! two heartbeats. Each instance
+//! gets every write under the namespace as a message; reads are unchanged
+//! otherwise. The in-memory store has no near cache.
 //!
 //! # Testing a service without Redis
 //!
@@ -105,6 +156,7 @@ mod cache;
 mod config;
 mod envelope;
 mod error;
+mod near;
 mod prefix;
 mod stats;
 mod typed;
@@ -116,6 +168,7 @@ pub use cache::ReferenceDataCache;
 pub use config::{CacheConfig, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL, DEFAULT_TTL, ReconnectPolicy};
 pub use envelope::{CacheEntry, Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, Result};
+pub use near::{FlushReason, NearCache, NearCacheFlushes, NearCacheStats};
 pub use prefix::{CacheEntity, CacheKeyPrefix, escape_glob};
 pub use stats::{CacheCounters, CacheStats};
 pub use typed::PrefixCache;

@@ -7,6 +7,7 @@ use crate::backend::MemoryUsage;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) hits: AtomicU64,
+    pub(crate) near_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) decode_failures: AtomicU64,
@@ -24,6 +25,7 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CacheCounters {
             hits: get(&self.hits),
+            near_hits: get(&self.near_hits),
             misses: get(&self.misses),
             errors: get(&self.errors),
             decode_failures: get(&self.decode_failures),
@@ -38,8 +40,12 @@ impl Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheCounters {
-    /// Reads that found a live, decodable entry.
+    /// Reads that found a live, decodable entry (in the near cache or in
+    /// Redis).
     pub hits: u64,
+    /// Of `hits`, those answered by the near cache without asking Redis
+    /// (`hits - near_hits` came from Redis).
+    pub near_hits: u64,
     /// Reads that found nothing usable (absent, expired or undecodable).
     pub misses: u64,
     /// Redis commands that failed.

@@ -39,6 +39,13 @@ impl WarmOptions {
 
     /// Warm now and then every `period` until the cache is closed or the
     /// handle stopped.
+    ///
+    /// A periodic run rewrites an entry only when its data changed or it
+    /// would expire within two periods (the legacy `cachedAt + ttl` rule),
+    /// so re-warming unchanged data writes nothing and costs no instance's
+    /// near cache its copies. Give such entries a TTL of more than two
+    /// periods; with TTL and period equal (the legacy 300 s and 300 s),
+    /// every run rewrites everything.
     pub fn every(period: Duration) -> Self {
         Self {
             ttl: None,
@@ -72,7 +79,8 @@ pub struct WarmHandle {
 }
 
 impl WarmHandle {
-    /// Entries written by the first, immediate run.
+    /// Entries the first, immediate run put in place (written, or found
+    /// unchanged by a periodic warmer).
     pub fn initial_entries(&self) -> usize {
         self.written
     }
@@ -140,7 +148,7 @@ impl ReferenceDataCache {
         if options.refresh_every == Some(Duration::ZERO) {
             return Err(Error::config("the warming period must be longer than zero"));
         }
-        let written = warm_once(self, prefix, &loader, options.ttl).await?;
+        let written = warm_once(self, prefix, &loader, options.ttl, options.refresh_every).await?;
         let counters = Arc::new(WarmCounters::default());
         counters.runs.store(1, Ordering::SeqCst);
         let (stop, _) = watch::channel(false);
@@ -181,7 +189,7 @@ impl ReferenceDataCache {
                     let outcome = tokio::select! {
                         _ = shutdown.wait_for(|closed| *closed) => break,
                         _ = stopped.wait_for(|stop| *stop) => break,
-                        outcome = warm_once(&cache, &prefix, &loader, options.ttl) => outcome,
+                        outcome = warm_once(&cache, &prefix, &loader, options.ttl, Some(period)) => outcome,
                     };
                     drop(cache);
                     match outcome {
@@ -217,11 +225,15 @@ fn lock_push(cache: &ReferenceDataCache, done: watch::Receiver<bool>) {
     warmers.push(done);
 }
 
+/// One warming run. A periodic warmer (`period` given) rewrites only what
+/// changed or would expire before the run after next, so unchanged data
+/// costs every instance's near cache nothing; a one-off warm writes all.
 async fn warm_once<T, F, Fut, E>(
     cache: &ReferenceDataCache,
     prefix: &CacheKeyPrefix,
     loader: &F,
     ttl: Option<Duration>,
+    period: Option<Duration>,
 ) -> Result<usize>
 where
     T: Serialize,
@@ -232,7 +244,14 @@ where
     let span = info_span!("mes_cache.warm", prefix = %prefix);
     async {
         let entries = loader().await.map_err(|e| Error::Loader { source: e.into() })?;
-        cache.set_many(prefix, entries, ttl).await
+        match period {
+            Some(period) => {
+                cache
+                    .set_many_if_changed(prefix, entries, ttl, period.saturating_mul(2))
+                    .await
+            }
+            None => cache.set_many(prefix, entries, ttl).await,
+        }
     }
     .instrument(span)
     .await

@@ -12,3 +12,4 @@ mod common;
 use common::Target;
 
 every_scenario!(Target::Cluster);
+near_scenarios!(Target::Cluster);

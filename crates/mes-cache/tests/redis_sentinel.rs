@@ -12,3 +12,4 @@ mod common;
 use common::Target;
 
 every_scenario!(Target::Sentinel);
+near_scenarios!(Target::Sentinel);

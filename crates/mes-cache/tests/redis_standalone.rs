@@ -14,6 +14,7 @@ use common::Target;
 use mes_cache::{CacheConfig, Error, ReconnectPolicy, ReferenceDataCache};
 
 every_scenario!(Target::Standalone);
+near_scenarios!(Target::Standalone);
 
 #[tokio::test]
 async fn connection_failure_is_an_error() {

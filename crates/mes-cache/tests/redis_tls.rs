@@ -12,6 +12,7 @@ mod common;
 use common::Target;
 
 every_scenario!(Target::Tls);
+near_scenarios!(Target::Tls);
 
 #[tokio::test]
 async fn a_server_certificate_from_an_unknown_ca_is_refused() {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod near;
+
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,8 +13,8 @@ use std::time::Duration;
 use fred::prelude::{ClientLike, KeysInterface};
 use fred::types::{ClusterHash, CustomCommand, Value};
 use mes_cache::{
-    CacheConfig, CacheEntity, CacheKeyPrefix, Error, InMemoryStore, ManualClock, ReferenceDataCache,
-    WarmOptions, escape_glob,
+    CacheConfig, CacheEntity, CacheKeyPrefix, Error, InMemoryStore, ManualClock, NearCache,
+    ReferenceDataCache, WarmOptions, escape_glob,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -71,6 +73,9 @@ pub struct Harness {
     pub clock: ManualClock,
     pub store: Option<InMemoryStore>,
     pub namespace: String,
+    /// Writes this test made under its namespace that the near cache's
+    /// listener reports back (see `near::Harness::wrote`).
+    pub echoes: std::sync::atomic::AtomicU64,
 }
 
 fn random_suffix() -> u64 {
@@ -101,6 +106,21 @@ pub async fn cache_with(
     namespace: &str,
     clock: &ManualClock,
 ) -> (ReferenceDataCache, Option<InMemoryStore>) {
+    cache_with_near(target, namespace, clock, None).await
+}
+
+/// The near cache of the near-cache scenarios: room for everything they
+/// read, a 600 s cap.
+pub fn near_settings() -> NearCache {
+    NearCache::new(10_000, Duration::from_secs(600))
+}
+
+pub async fn cache_with_near(
+    target: Target,
+    namespace: &str,
+    clock: &ManualClock,
+    near: Option<NearCache>,
+) -> (ReferenceDataCache, Option<InMemoryStore>) {
     let config = match url(target) {
         Some(url) => CacheConfig::from_url(&url).unwrap(),
         None => CacheConfig::default(),
@@ -108,6 +128,10 @@ pub async fn cache_with(
     .namespace(namespace)
     .clock(clock.clone())
     .batch_size(1000);
+    let config = match near {
+        Some(near) => config.near_cache(near),
+        None => config,
+    };
     let config = match target {
         Target::Tls => match std::env::var("MES_TEST_REDIS_TLS_CA") {
             Ok(path) if !path.is_empty() => config.tls_root_certificates_pem(std::fs::read(&path).unwrap()),
@@ -133,8 +157,18 @@ impl Harness {
     }
 
     pub async fn with_namespace(target: Target, namespace: &str) -> Self {
+        Self::build(target, namespace, None).await
+    }
+
+    /// A fresh cache with a near cache.
+    pub async fn near(target: Target, test: &str) -> Self {
+        let namespace = format!("mes:test:{test}:{:x}", random_suffix());
+        Self::build(target, &namespace, Some(near_settings())).await
+    }
+
+    async fn build(target: Target, namespace: &str, near: Option<NearCache>) -> Self {
         let clock = ManualClock::starting_now();
-        let (cache, store) = cache_with(target, namespace, &clock).await;
+        let (cache, store) = cache_with_near(target, namespace, &clock, near).await;
         if target == Target::Cluster {
             assert!(
                 cache.fred_pool().unwrap().is_clustered(),
@@ -153,6 +187,7 @@ impl Harness {
             clock,
             store,
             namespace: namespace.to_owned(),
+            echoes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
