@@ -18,6 +18,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::config::ConsumerConfig;
 use crate::error::{BoxError, Error};
 use crate::handler::{Effects, HandlerError, Handlers};
+use crate::metrics::{GroupMetrics, PartitionMetrics, seconds};
 use crate::state::{GroupState, Owner, TopicPartition};
 use crate::stats::{ConsumerStats, StatsRegistry};
 use crate::sync::{BoundSync, CacheSync};
@@ -224,6 +225,7 @@ impl EventConsumer {
             permits: Arc::new(Semaphore::new(
                 config.max_concurrent_partitions.min(Semaphore::MAX_PERMITS),
             )),
+            metrics: GroupMetrics::new(&config.group_id),
         };
         let span = info_span!("consumer", group = %config.group_id);
         let task = tokio::spawn(coordinator.run(stopped).instrument(span));
@@ -311,6 +313,7 @@ struct Coordinator {
     dead_letters: EventPublisher,
     stats: StatsRegistry,
     permits: Arc<Semaphore>,
+    metrics: GroupMetrics,
 }
 
 /// Answers to a heartbeat (or a commit) that mean the member must give up
@@ -370,6 +373,10 @@ impl Coordinator {
             group.subscription_gaps.clone_from(&generation.subscription_gaps);
             group.unsubscribed.clone_from(&generation.unsubscribed);
         });
+        #[allow(clippy::cast_precision_loss, reason = "a handful of topics")]
+        self.metrics
+            .subscription_gaps
+            .set(generation.subscription_gaps.len() as f64);
         if !generation.subscription_gaps.is_empty() {
             error!(
                 topics = ?generation.subscription_gaps,
@@ -417,6 +424,7 @@ impl Coordinator {
                 Ok(()) => share.alive_at = sent,
                 Err(e) if must_rejoin(&e) => {
                     info!(reason = %e, "the group is rebalancing; giving up the partitions to join again");
+                    self.metrics.rebalanced("rebalance");
                     self.revoke(&mut share).await;
                     return Ended::Rejoin;
                 }
@@ -426,6 +434,7 @@ impl Coordinator {
                         warn!(
                             "no heartbeat answered for a session timeout: the coordinator has dropped this member"
                         );
+                        self.metrics.rebalanced("session_lost");
                         self.revoke(&mut share).await;
                         return Ended::Rejoin;
                     }
@@ -436,6 +445,7 @@ impl Coordinator {
             self.mirror(&mut share, &held).await;
             if self.partitions_changed(&mut share).await {
                 info!("the subscribed topics' partitions changed; joining again so they are assigned");
+                self.metrics.rebalanced("partitions_changed");
                 self.revoke(&mut share).await;
                 return Ended::Rejoin;
             }
@@ -509,6 +519,7 @@ impl Coordinator {
                 dead_letters: self.dead_letters.clone(),
                 config: Arc::clone(&self.config),
                 counters: self.stats.partition(&tp),
+                metrics: PartitionMetrics::new(&self.config.group_id, &tp),
                 stats: self.stats.clone(),
                 permits: Arc::clone(&self.permits),
                 stop: stop_rx,
@@ -563,7 +574,10 @@ impl Coordinator {
             .iter()
             .map(|(tp, offset)| (tp.topic.clone(), tp.partition, *offset))
             .collect();
-        if let Err(e) = self.member.commit(&offsets).await {
+        let started = Instant::now();
+        let committed = self.member.commit(&offsets).await;
+        self.metrics.kafka_commit.record(seconds(started.elapsed()));
+        if let Err(e) = committed {
             warn!(error = %e, "cannot commit the offsets to Kafka; Redis keeps them, retrying at the next heartbeat");
             return;
         }

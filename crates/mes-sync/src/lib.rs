@@ -98,6 +98,27 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Metrics
+//!
+//! Through the [`metrics`](::metrics) facade: without a
+//! recorder installed they cost nothing, and the crate never picks an
+//! exporter. Names follow OpenTelemetry's messaging conventions where one
+//! exists; no event or entity id is ever a label.
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `messaging.client.consumed.messages` | counter | group, topic, partition, `mes.outcome` | records consumed, by outcome: `handled`, `duplicate`, `ignored`, `dead_lettered` |
+//! | `messaging.process.duration` | histogram (s) | group, topic | one handler attempt, cache rules included |
+//! | `mes.consumer.retries` | counter | group, topic | failed handler attempts that were retried |
+//! | `mes.consumer.lag` | gauge | group, topic, partition | records not yet committed, as of the last fetch |
+//! | `mes.consumer.commit.duration` | histogram (s) | group, `mes.store` | a commit: `redis` (offset, marks and effects) or `kafka` (the mirrored offsets) |
+//! | `mes.consumer.rebalances` | counter | group, `mes.reason` | partitions given up to join again: `rebalance`, `session_lost`, `partitions_changed` |
+//! | `mes.consumer.subscription_gaps` | gauge | group | topics some instance reads and the leader does not (nobody consumes them); alarm above 0 |
+//!
+//! The group label is `messaging.consumer.group.name`, the topic
+//! `messaging.destination.name`, the partition
+//! `messaging.destination.partition.id`.
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
@@ -109,6 +130,7 @@ mod consumer;
 mod dispatch;
 mod error;
 mod handler;
+mod metrics;
 mod replay;
 mod state;
 mod stats;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mes_events_types::{DomainEvent, KafkaRecord, decode};
 use mes_kafka::protocol::record_batch::{Record, RecordError};
@@ -17,6 +17,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{ConsumerConfig, StartPosition};
 use crate::handler::{AttemptError, Effects, Handlers, Plan};
+use crate::metrics::{PartitionMetrics, seconds};
 use crate::state::{GroupState, Handled, Owner, TopicPartition};
 use crate::stats::{PartitionCounters, StatsRegistry};
 
@@ -41,6 +42,7 @@ pub(crate) struct PartitionWorker {
     pub(crate) dead_letters: EventPublisher,
     pub(crate) config: Arc<ConsumerConfig>,
     pub(crate) counters: Arc<PartitionCounters>,
+    pub(crate) metrics: PartitionMetrics,
     pub(crate) stats: StatsRegistry,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) stop: watch::Receiver<bool>,
@@ -170,7 +172,18 @@ impl PartitionWorker {
     fn committed(&self, offset: i64) {
         self.counters.committed.store(offset, Ordering::Relaxed);
         self.position.store(offset, Ordering::Release);
+        self.update_lag();
         self.stats.changed();
+    }
+
+    fn update_lag(&self) {
+        let high_watermark = self.counters.high_watermark.load(Ordering::Relaxed);
+        let committed = self.counters.committed.load(Ordering::Relaxed);
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "a lag beyond 2^53 records is not a concern"
+        )]
+        self.metrics.lag.set((high_watermark - committed).max(0) as f64);
     }
 
     fn stopping(&self) -> bool {
@@ -214,6 +227,7 @@ impl PartitionWorker {
                     self.counters
                         .high_watermark
                         .store(fetched.high_watermark, Ordering::Relaxed);
+                    self.update_lag();
                     self.stats.changed();
                     // The next answer is on its way while this one is handled.
                     prefetch = Prefetch::start(fetcher, offset.max(fetched.next_offset));
@@ -378,15 +392,20 @@ impl PartitionWorker {
             .await?;
         // Plans of the events not seen yet, made up front so that their
         // point invalidations go to Redis together.
+        // A second copy of an event in the same run counts as seen too.
         let mut seen = seen.into_iter();
+        let mut in_run = std::collections::HashSet::new();
         let mut prepared: Vec<Option<Prepared>> = items
             .iter()
             .map(|item| match item {
-                Item::Event { event, .. } => Some(if seen.next().unwrap_or(false) {
-                    Prepared::Seen
-                } else {
-                    Prepared::Planned(self.handlers.plan(event))
-                }),
+                Item::Event { event, .. } => {
+                    let marked = seen.next().unwrap_or(false);
+                    Some(if marked || !in_run.insert(event.id().as_str()) {
+                        Prepared::Seen
+                    } else {
+                        Prepared::Planned(self.handlers.plan(event))
+                    })
+                }
                 _ => None,
             })
             .collect();
@@ -450,6 +469,7 @@ impl PartitionWorker {
         let planned = match prepared {
             Prepared::Seen => {
                 PartitionCounters::add(&self.counters.duplicates);
+                self.metrics.duplicate.increment(1);
                 run.next = Some(at + 1);
                 return Ok(());
             }
@@ -459,6 +479,7 @@ impl PartitionWorker {
             Ok(Some(plan)) => plan,
             Ok(None) => {
                 PartitionCounters::add(&self.counters.ignored);
+                self.metrics.ignored.increment(1);
                 run.next = Some(at + 1);
                 return Ok(());
             }
@@ -474,13 +495,17 @@ impl PartitionWorker {
         let max_attempts = self.config.retry.max_attempts;
         let mut attempt = 1;
         loop {
-            let outcome = self.handlers.attempt(&plan, event).await.map_err(|e| match e {
+            let started = Instant::now();
+            let outcome = self.handlers.attempt(&plan, event).await;
+            self.metrics.process.record(seconds(started.elapsed()));
+            let outcome = outcome.map_err(|e| match e {
                 AttemptError::Failed(e) => (e.to_string(), true),
                 AttemptError::Rejected(reason) => (reason, false),
             });
             match outcome {
                 Ok(effects) => {
                     PartitionCounters::add(&self.counters.handled);
+                    self.metrics.handled.increment(1);
                     run.handled.push((id.to_owned(), effects));
                     run.next = Some(at + 1);
                     if attempt > 1 {
@@ -496,6 +521,7 @@ impl PartitionWorker {
                         self.flush(run, offset).await?;
                     }
                     PartitionCounters::add(&self.counters.retried);
+                    self.metrics.retries.increment(1);
                     warn!(attempt, %reason, "handler failed; retrying");
                     attempt += 1;
                     let wait = self.config.retry.backoff_before(attempt);
@@ -574,17 +600,20 @@ impl PartitionWorker {
 
     async fn commit_events(&mut self, next: i64, events: &[Handled<'_>]) -> Result<(), Interrupted> {
         let (tp, owner) = (self.tp.clone(), self.owner.clone());
+        let started = Instant::now();
         let committed = self
             .retry_state(|state| {
                 let (tp, owner) = (tp.clone(), owner.clone());
                 async move { state.commit(&tp, &owner, next, events).await }
             })
             .await?;
+        self.metrics.redis_commit.record(seconds(started.elapsed()));
         match committed {
             Some(marked) => {
                 // Handled meanwhile by another partition's copy of the event
                 // (or twice in this run): its effects were not applied again.
                 self.counters.duplicates.fetch_add(marked, Ordering::Relaxed);
+                self.metrics.duplicate.increment(marked);
                 Ok(())
             }
             None => Err(Interrupted::ClaimLost),
@@ -618,6 +647,7 @@ impl PartitionWorker {
             match self.dead_letters.publish_record(&topic, letter.clone()).await {
                 Ok(_) => {
                     PartitionCounters::add(&self.counters.dead_lettered);
+                    self.metrics.dead_lettered.increment(1);
                     return Ok(());
                 }
                 Err(e) => {
