@@ -28,16 +28,8 @@ fn until(
         if let Some(id) = line.strip_prefix("HANDLED ") {
             handled.push(id.to_owned());
             distinct.insert(id.to_owned());
-        } else if let Some(id) = line.strip_prefix("MEMBER ") {
-            owned.1.insert(member, id.to_owned());
-        } else if let Some(partitions) = line.strip_prefix("OWNED") {
-            let partitions = partitions
-                .trim()
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect();
-            owned.0.insert(member, partitions);
+        } else {
+            owned.note(&member, &line);
         }
     }
 }

@@ -27,14 +27,8 @@ fn until(
         let (member, line) = lines.recv().expect("a member's output");
         if let Some(id) = line.strip_prefix("HANDLED ") {
             handled.entry(id.to_owned()).or_default().push(member);
-        } else if let Some(partitions) = line.strip_prefix("OWNED") {
-            let partitions = partitions
-                .trim()
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect();
-            owned.0.insert(member, partitions);
+        } else {
+            owned.note(&member, &line);
         }
     }
 }

@@ -59,16 +59,8 @@ async fn a_member_frozen_past_its_session_changes_nothing_when_it_wakes() {
         // (b's last lines before it froze may still be on their way.)
         if let Some(id) = line.strip_prefix("HANDLED ") {
             handled.insert(id.to_owned());
-        } else if let Some(partitions) = line.strip_prefix("OWNED") {
-            owned.0.insert(
-                member,
-                partitions
-                    .trim()
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            );
+        } else {
+            owned.note(&member, &line);
         }
     }
 

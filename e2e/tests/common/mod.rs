@@ -277,18 +277,23 @@ impl Ownership {
     pub fn until(&mut self, lines: &Lines, done: impl Fn(&Self) -> bool) {
         while !done(self) {
             let (member, line) = lines.recv().expect("a member's output");
-            if let Some(id) = line.strip_prefix("MEMBER ") {
-                self.1.insert(member.clone(), id.to_owned());
-            }
-            if let Some(owned) = line.strip_prefix("OWNED") {
-                let owned = owned
-                    .trim()
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                self.0.insert(member, owned);
-            }
+            self.note(&member, &line);
+        }
+    }
+
+    /// Takes in a member's `MEMBER` or `OWNED` line; other lines change
+    /// nothing.
+    pub fn note(&mut self, member: &str, line: &str) {
+        if let Some(id) = line.strip_prefix("MEMBER ") {
+            self.1.insert(member.to_owned(), id.to_owned());
+        } else if let Some(owned) = line.strip_prefix("OWNED") {
+            let owned = owned
+                .trim()
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            self.0.insert(member.to_owned(), owned);
         }
     }
 
