@@ -1,15 +1,23 @@
 //! mes-kafka's metrics move when the real broker (`MES_TEST_KAFKA_BROKERS`)
 //! is used, seen through `metrics-util`'s debugging recorder: connections,
 //! requests by API and broker, produced batches, records and bytes, produce
-//! errors by type, fetched records and bytes.
+//! errors by type, fetched records and bytes. Kafka error codes and a
+//! connection the broker closes come from the scripted broker of the
+//! simulated suite, which answers what a test tells it to.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    missing_docs,
+    unreachable_pub
 )]
 
+mod common;
+
 use std::time::Duration;
+
+use common::scripted::{Action, Broker, PRODUCE, produce_answer, records};
 
 use mes_kafka::protocol::create_topics::NewTopic;
 use mes_kafka::protocol::record_batch::{Compression, Record};
@@ -153,5 +161,45 @@ async fn a_refused_connection_is_counted_by_broker() {
     assert_eq!(
         snapshot.counter("mes.kafka.connections.opened", &[(BROKER, address.as_str())]),
         0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn produce_errors_are_counted_by_kafka_error_code_and_retried() {
+    let metrics = mes_testkit::metrics::recorded().await;
+    // The first Produce is refused (NOT_LEADER_OR_FOLLOWER), the second
+    // connection-closing, the third written.
+    let broker = Broker::start(|r| match (r.api_key, r.nth) {
+        (PRODUCE, 0) => Action::Answer(produce_answer(r.version, "t", 0, 6, -1)),
+        (PRODUCE, 1) => Action::Close,
+        _ => Action::Default,
+    })
+    .await;
+    let address = broker.address();
+    let client = KafkaClient::new(KafkaConfig::new([address.as_str()])).unwrap();
+    let mut producer = PartitionProducer::new(client, None, "t", 0, Compression::None);
+    producer.produce(&records(2)).await.unwrap();
+    let snapshot = metrics.snapshot();
+    let topic = [(TOPIC, "t")];
+    let errors = |kind| snapshot.counter("mes.kafka.producer.errors", &[topic[0], ("error.type", kind)]);
+    assert_eq!(errors("NOT_LEADER_OR_FOLLOWER"), 1);
+    assert_eq!(errors("io"), 1);
+    assert_eq!(snapshot.counter("mes.kafka.producer.errors", &topic), 2);
+    assert_eq!(snapshot.counter("mes.kafka.producer.retries", &topic), 2);
+    assert_eq!(snapshot.counter("mes.kafka.producer.batches", &topic), 1);
+    assert_eq!(snapshot.counter("mes.kafka.producer.records", &topic), 2);
+    let broker_label = [(BROKER, address.as_str())];
+    assert_eq!(snapshot.counter("mes.kafka.connections.broken", &broker_label), 1);
+    assert_eq!(snapshot.counter("mes.kafka.connections.opened", &broker_label), 2);
+    assert_eq!(
+        snapshot.counter(
+            "mes.kafka.request.errors",
+            &[("mes.kafka.api", "Produce"), ("error.type", "io")]
+        ),
+        1
+    );
+    assert_eq!(
+        snapshot.counter("mes.kafka.requests", &[("mes.kafka.api", "Produce")]),
+        3
     );
 }
