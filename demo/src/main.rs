@@ -20,6 +20,12 @@
 //! doubles: `EventPublisher::in_memory`, mes-cache's in-memory store, a map
 //! for the Material service's table (no outbox), and the consumer's rules
 //! and handler through `EventConsumer::dispatch`.
+//!
+//! `--metrics [ADDR]` installs a Prometheus recorder (the crates' metrics go
+//! through the `metrics` facade; the exporter is the demo's choice, never a
+//! library's) and serves it at `http://ADDR/metrics` (a free port on
+//! 127.0.0.1 by default) while the demo runs; at the end the demo scrapes
+//! its own endpoint once and prints an excerpt.
 
 #![allow(
     clippy::print_stdout,
@@ -30,6 +36,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -46,9 +53,11 @@ use mes_redact::redact_url;
 use mes_sync::{
     CacheSync, ConsumerConfig, Dispatched, Effects, EventConsumer, RunningConsumer, StartPosition,
 };
+use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -231,13 +240,28 @@ impl fmt::Display for Backing {
 
 async fn run() -> Result<(), Failure> {
     let mut forced = std::env::var("MES_DEMO_IN_PROCESS").is_ok_and(|v| !v.is_empty() && v != "0");
-    for arg in std::env::args().skip(1) {
+    let mut metrics: Option<Option<String>> = None;
+    let mut args = std::env::args().skip(1).peekable();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--in-process" => forced = true,
+            "--metrics" => metrics = Some(args.next_if(|next| !next.starts_with("--"))),
             "--" => {}
-            other => return Err(format!("unknown argument {other:?}; the demo takes --in-process").into()),
+            other => match other.strip_prefix("--metrics=") {
+                Some(address) => metrics = Some(Some(address.to_owned())),
+                None => {
+                    return Err(format!(
+                        "unknown argument {other:?}; the demo takes --in-process and --metrics [ADDR]"
+                    )
+                    .into());
+                }
+            },
         }
     }
+    let endpoint = match metrics {
+        Some(address) => Some(MetricsEndpoint::serve(address.as_deref())?),
+        None => None,
+    };
     let backing = Backing {
         kafka: Service::from_env("MES_DEMO_KAFKA_BROKERS", "MES_DEMO_KAFKA_UNAVAILABLE", forced)?,
         redis: Service::from_env("MES_DEMO_REDIS_URL", "MES_DEMO_REDIS_UNAVAILABLE", forced)?,
@@ -246,6 +270,12 @@ async fn run() -> Result<(), Failure> {
     };
     let run_id = ulid::Ulid::new().to_string().to_lowercase();
     println!("MES cache-sync demo. Running on:\n{backing}");
+    if let Some(endpoint) = &endpoint {
+        println!(
+            "Metrics: Prometheus endpoint http://{}/metrics (while the demo runs)",
+            endpoint.address
+        );
+    }
     println!("(cache keys under the namespace mes-demo-{run_id}:cache, so no real entry is touched)\n");
 
     // Connections only: nothing is created before the guarded part below.
@@ -290,12 +320,106 @@ async fn run() -> Result<(), Failure> {
     }
 
     println!("\nRan on:\n{backing}");
+    if let Some(endpoint) = &endpoint {
+        match endpoint.scrape().await {
+            Ok(text) => print!("{}", metrics_excerpt(&text, endpoint.address)),
+            Err(error) => println!(
+                "Metrics: cannot scrape http://{}/metrics: {error}",
+                endpoint.address
+            ),
+        }
+    }
     let (before, after) = outcome?;
     println!("Before: \"{before}\"  After: \"{after}\"");
     if before == after {
         return Err("the name did not change".into());
     }
     Ok(())
+}
+
+/// The Prometheus endpoint of `--metrics`.
+struct MetricsEndpoint {
+    address: SocketAddr,
+}
+
+impl MetricsEndpoint {
+    /// Installs the Prometheus recorder, serving on `address` or a free
+    /// port of 127.0.0.1.
+    fn serve(address: Option<&str>) -> Result<Self, Failure> {
+        let mut address = match address {
+            Some(address) => address
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("--metrics {address:?}: not an IP address and port ({e})"))?,
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        if address.port() == 0 {
+            // A free port asked of the system, then let go for the exporter
+            // to bind: the demo must say where it serves.
+            address = std::net::TcpListener::bind(address)?.local_addr()?;
+        }
+        PrometheusBuilder::new()
+            .with_http_listener(address)
+            .install()
+            .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
+        Ok(Self { address })
+    }
+
+    /// One `GET /metrics` of the endpoint: the text it serves.
+    async fn scrape(&self) -> Result<String, Failure> {
+        let mut stream = tokio::net::TcpStream::connect(self.address).await?;
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.address
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+            .await
+            .map_err(|_| "no answer")??;
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(format!("answered {}", head.lines().next().unwrap_or_default()).into());
+        }
+        Ok(body.to_owned())
+    }
+}
+
+/// The scraped metrics this scenario is about: the series of the cache, the
+/// publisher, the outbox and the consumer that moved, at most a few each.
+fn metrics_excerpt(text: &str, address: SocketAddr) -> String {
+    const SHOWN: [&str; 8] = [
+        "mes_cache_hits",
+        "mes_cache_misses",
+        "mes_cache_loads",
+        "messaging_client_sent_messages",
+        "mes_outbox_relay_published",
+        "mes_outbox_pending",
+        "messaging_client_consumed_messages",
+        "mes_kafka_requests",
+    ];
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .collect();
+    let mut excerpt = format!(
+        "Metrics scraped from http://{address}/metrics ({} series; an excerpt):\n",
+        series.len()
+    );
+    for name in SHOWN {
+        // Series that moved: a counter still at 0 says little.
+        let of_name = series.iter().filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && !line.ends_with(" 0")
+        });
+        for line in of_name.take(3) {
+            excerpt.push_str("   ");
+            excerpt.push_str(line);
+            excerpt.push('\n');
+        }
+    }
+    excerpt
 }
 
 /// The scenario; returns the part's name as the Work Order service read it

@@ -90,6 +90,43 @@ fn in_process_fallback_shows_the_old_name_before_and_the_new_name_after() {
     assert!(stdout.contains("outbox: none (PostgreSQL is an in-process test double)"));
 }
 
+/// The Prometheus endpoint `--metrics` serves: where, said at the start,
+/// and an excerpt of one scrape at the end.
+fn assert_metrics_served(stdout: &str) -> String {
+    let served = line(stdout, "Metrics: Prometheus endpoint http://127.0.0.1:");
+    let address = served
+        .trim_start_matches("Metrics: Prometheus endpoint ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let scraped = format!("Metrics scraped from {address} (");
+    assert!(stdout.contains(&scraped), "no scrape of {address}");
+    assert!(stdout.find(served) < stdout.find(&scraped), "said before scraped");
+    stdout[stdout.find(&scraped).unwrap()..].to_owned()
+}
+
+#[test]
+fn with_metrics_the_demo_serves_them_and_shows_a_scrape() {
+    let (output, stdout) = run(demo().args(["--in-process", "--metrics"]));
+    assert!(output.status.success(), "the demo failed: {:?}", output.status);
+    assert_stale_then_fresh(&stdout);
+    let excerpt = assert_metrics_served(&stdout);
+    // The cache's figures for the part: one hit before the rename, one miss after.
+    assert!(
+        excerpt.contains("mes_cache_hits{mes_cache_prefix=\"part\"} 1"),
+        "{excerpt}"
+    );
+    assert!(
+        excerpt.contains("mes_cache_misses{mes_cache_prefix=\"part\"} 1"),
+        "{excerpt}"
+    );
+
+    let (output, stdout) = run(demo().args(["--in-process", "--metrics", "not-an-address"]));
+    assert!(!output.status.success());
+    assert!(!stdout.contains("Metrics scraped"));
+}
+
 #[test]
 fn a_service_that_could_not_be_had_is_a_double_with_its_reason() {
     let (output, stdout) = run(demo()
@@ -169,6 +206,7 @@ async fn on_real_services_the_rename_goes_through_the_outbox_and_the_schema_is_d
             .expect("cannot start tansu");
     let database = mes_testkit::postgres_url();
     let (output, stdout) = run(demo()
+        .arg("--metrics")
         .env("MES_DEMO_KAFKA_BROKERS", broker.address())
         .env("MES_DEMO_REDIS_URL", mes_testkit::redis_url())
         .env("MES_DEMO_DATABASE_URL", &database));
@@ -196,6 +234,16 @@ async fn on_real_services_the_rename_goes_through_the_outbox_and_the_schema_is_d
     assert!(line(&stdout, "after:").contains("miss, loaded from the Material service's table mes_demo_"));
     let schema = schema_of(&stdout);
     assert!(!schema_exists(&database, &schema).await, "{schema} was dropped");
+    // Every crate's metrics, on the endpoint the demo served.
+    let excerpt = assert_metrics_served(&stdout);
+    for series in [
+        "messaging_client_sent_messages{messaging_destination_name=\"mes.material.events\"",
+        "mes_outbox_relay_published{mes_outbox_table=",
+        "messaging_client_consumed_messages{",
+        "mes_kafka_requests{",
+    ] {
+        assert!(excerpt.contains(series), "no {series} in {excerpt}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,9 @@ Tasks:
               KAFKA_BROKERS, REDIS_URL, DATABASE_URL); a service that cannot
               be had runs on its in-process test double, said plainly.
               `demo --in-process` starts nothing and uses the doubles.
+              `demo --metrics [ADDR]` serves the crates' metrics on a
+              Prometheus endpoint (a free port of 127.0.0.1 by default),
+              says where, and prints an excerpt of a scrape at the end.
   test        Run every test of the workspace (unit, integration, doc, property,
               interop). Provides the services the suites need first and sets
               their MES_TEST_* variables; extra args go to `cargo test`.
@@ -277,7 +280,8 @@ fn prepend_path(dir: &Path) -> std::ffi::OsString {
 /// environment must work; one that cannot be had otherwise is replaced by
 /// its in-process test double, and the demo says so and why.
 /// `--in-process` (or `MES_DEMO_IN_PROCESS=1`) starts nothing and runs
-/// everything on the doubles.
+/// everything on the doubles. Other arguments (`--metrics [ADDR]`) go to
+/// the demo as they are.
 fn demo(extra: &[String]) -> Result<()> {
     let given = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     // `cargo xtask demo -- --in-process` and `cargo xtask demo --in-process` alike.

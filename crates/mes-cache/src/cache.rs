@@ -19,9 +19,10 @@ use crate::backend::{Backend, Raw};
 use crate::config::CacheConfig;
 use crate::envelope::{CacheEntry, Clock, EnvelopeRef, decode};
 use crate::error::{BoxError, Error, Result};
+use crate::metrics::Operation;
 use crate::near::{FlushReason, L1, NearCacheStats, Ticket};
 use crate::prefix::{CacheEntity, CacheKeyPrefix, escape_glob, key};
-use crate::stats::{CacheCounters, CacheStats, Counters, bump};
+use crate::stats::{CacheCounters, CacheStats, Counters};
 use crate::typed::PrefixCache;
 use fred::bytes::Bytes;
 
@@ -275,11 +276,15 @@ impl ReferenceDataCache {
             .counters
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(counters.entry(prefix.as_str().to_owned()).or_default())
+        Arc::clone(
+            counters
+                .entry(prefix.as_str().to_owned())
+                .or_insert_with(|| Arc::new(Counters::new(prefix.as_str()))),
+        )
     }
 
     fn failed(&self, counters: &Counters, operation: &'static str, source: BoxError) -> Error {
-        bump(&counters.errors, 1);
+        counters.errors.add(1);
         let error = Error::redis(operation, source);
         warn!(error = %chain(&error), "mes-cache: Redis command failed");
         error
@@ -294,23 +299,23 @@ impl ReferenceDataCache {
         counters: &Counters,
     ) -> (Option<CacheEntry<T>>, Option<Bytes>) {
         let Some(bytes) = raw else {
-            bump(&counters.misses, 1);
+            counters.misses.add(1);
             return (None, None);
         };
         match decode::<T>(&bytes) {
             Ok(entry) if entry.is_expired_at(self.inner.clock.now_ms()) => {
-                bump(&counters.misses, 1);
-                bump(&counters.expired, 1);
+                counters.misses.add(1);
+                counters.expired.add(1);
                 debug!(id, "mes-cache: entry past its TTL, removing");
                 (None, Some(bytes))
             }
             Ok(entry) => {
-                bump(&counters.hits, 1);
+                counters.hits.add(1);
                 (Some(entry), None)
             }
             Err(error) => {
-                bump(&counters.misses, 1);
-                bump(&counters.decode_failures, 1);
+                counters.misses.add(1);
+                counters.decode_failures.add(1);
                 warn!(id, error = %error, "mes-cache: undecodable value counted as a miss and removed");
                 (None, Some(bytes))
             }
@@ -403,7 +408,11 @@ impl ReferenceDataCache {
         id: &str,
     ) -> Result<Option<CacheEntry<T>>> {
         let span = info_span!("mes_cache.get", prefix = %prefix, id);
-        self.read_entry(prefix, id, &self.counters_for(prefix))
+        let counters = self.counters_for(prefix);
+        let read = self.read_entry(prefix, id, &counters);
+        counters
+            .durations
+            .time(Operation::Get, read)
             .instrument(span)
             .await
     }
@@ -424,8 +433,8 @@ impl ReferenceDataCache {
                 {
                     // Checked against the expiry rule when it was stored, and
                     // L1 keeps it no longer than that rule allows.
-                    bump(&counters.hits, 1);
-                    bump(&counters.near_hits, 1);
+                    counters.hits.add(1);
+                    counters.near_hits.add(1);
                     return Ok(Some(entry));
                 }
                 let ticket = near.l1.ticket(&key);
@@ -493,12 +502,12 @@ impl ReferenceDataCache {
             ids.retain(|_| unique.next().unwrap_or(false));
         }
         let span = info_span!("mes_cache.get_many", prefix = %prefix, count = ids.len());
-        async {
+        let counters = self.counters_for(prefix);
+        let read = async {
             self.check_open()?;
             if ids.is_empty() {
                 return Ok(HashMap::new());
             }
-            let counters = self.counters_for(prefix);
             let mut found = HashMap::with_capacity(ids.len());
             let mut remove = Vec::new();
             if let (Some(near), Backend::Redis(redis)) = (&self.inner.near, &self.inner.backend) {
@@ -510,8 +519,8 @@ impl ReferenceDataCache {
                     if let Some(bytes) = near.l1.get(&key)
                         && let Ok(entry) = decode::<T>(&bytes)
                     {
-                        bump(&counters.hits, 1);
-                        bump(&counters.near_hits, 1);
+                        counters.hits.add(1);
+                        counters.near_hits.add(1);
                         found.insert(id.to_owned(), entry.data);
                         continue;
                     }
@@ -560,9 +569,12 @@ impl ReferenceDataCache {
             }
             self.remove_quietly(remove, &counters).await;
             Ok(found)
-        }
-        .instrument(span)
-        .await
+        };
+        counters
+            .durations
+            .time(Operation::GetMany, read)
+            .instrument(span)
+            .await
     }
 
     /// Writes one value (`SETEX`) with `ttl`, or the default TTL when
@@ -615,12 +627,12 @@ impl ReferenceDataCache {
         version: &str,
     ) -> Result<bool> {
         let span = info_span!("mes_cache.set_if_newer", prefix = %prefix, id, version);
-        async {
+        let counters = self.counters_for(prefix);
+        let write = async {
             self.check_open()?;
             let ttl = self.ttl_or_default(ttl)?;
             let key = self.key(prefix, id);
             let bytes = self.encode(&key, value, ttl, Some(version))?;
-            let counters = self.counters_for(prefix);
             let written = self
                 .inner
                 .backend
@@ -629,9 +641,12 @@ impl ReferenceDataCache {
             // Whatever the outcome (a timed-out write may have landed).
             self.forget_near([key.as_str()]);
             written.map_err(|e| self.failed(&counters, "set_if_newer", e))
-        }
-        .instrument(span)
-        .await
+        };
+        counters
+            .durations
+            .time(Operation::SetIfNewer, write)
+            .instrument(span)
+            .await
     }
 
     async fn write_one<T: Serialize + ?Sized>(
@@ -643,12 +658,12 @@ impl ReferenceDataCache {
         version: Option<&str>,
     ) -> Result<()> {
         let span = info_span!("mes_cache.set", prefix = %prefix, id);
-        async {
+        let counters = self.counters_for(prefix);
+        let write = async {
             self.check_open()?;
             let ttl = self.ttl_or_default(ttl)?;
             let key = self.key(prefix, id);
             let bytes = self.encode(&key, value, ttl, version)?;
-            let counters = self.counters_for(prefix);
             let written = self
                 .inner
                 .backend
@@ -656,9 +671,12 @@ impl ReferenceDataCache {
                 .await;
             self.forget_near([key.as_str()]);
             written.map_err(|e| self.failed(&counters, "set", e))
-        }
-        .instrument(span)
-        .await
+        };
+        counters
+            .durations
+            .time(Operation::Set, write)
+            .instrument(span)
+            .await
     }
 
     /// Writes many values with `SETEX`, in batches of `batch_size`: on a
@@ -683,7 +701,8 @@ impl ReferenceDataCache {
         V: Serialize,
     {
         let span = info_span!("mes_cache.set_many", prefix = %prefix, count = tracing::field::Empty);
-        async {
+        let counters = self.counters_for(prefix);
+        let write = async {
             self.check_open()?;
             let ttl = self.ttl_or_default(ttl)?;
             let items = entries
@@ -699,7 +718,6 @@ impl ReferenceDataCache {
             if count == 0 {
                 return Ok(0);
             }
-            let counters = self.counters_for(prefix);
             let keys: Vec<String> = match &self.inner.near {
                 Some(_) => items.iter().map(|(key, _, _)| key.clone()).collect(),
                 None => Vec::new(),
@@ -708,9 +726,12 @@ impl ReferenceDataCache {
             self.forget_near(keys.iter().map(String::as_str));
             written.map_err(|e| self.failed(&counters, "set_many", e))?;
             Ok(count)
-        }
-        .instrument(span)
-        .await
+        };
+        counters
+            .durations
+            .time(Operation::SetMany, write)
+            .instrument(span)
+            .await
     }
 
     /// [`set_many`](Self::set_many) for periodic warming: an entry whose
@@ -727,14 +748,14 @@ impl ReferenceDataCache {
         keep_for: Duration,
     ) -> Result<usize> {
         let span = info_span!("mes_cache.set_many_if_changed", prefix = %prefix, count = entries.len(), written = tracing::field::Empty);
-        async {
+        let counters = self.counters_for(prefix);
+        let write = async {
             self.check_open()?;
             let ttl = self.ttl_or_default(ttl)?;
             let count = entries.len();
             if count == 0 {
                 return Ok(0);
             }
-            let counters = self.counters_for(prefix);
             let keys: Vec<String> = entries.iter().map(|(id, _)| self.key(prefix, id)).collect();
             let current = self
                 .inner
@@ -779,9 +800,12 @@ impl ReferenceDataCache {
             self.forget_near(written_keys.iter().map(String::as_str));
             written.map_err(|e| self.failed(&counters, "set_many", e))?;
             Ok(count)
-        }
-        .instrument(span)
-        .await
+        };
+        counters
+            .durations
+            .time(Operation::Warm, write)
+            .instrument(span)
+            .await
     }
 
     /// Removes one entry (`UNLINK` of its exact key: no pattern involved).
@@ -791,17 +815,20 @@ impl ReferenceDataCache {
     /// [`Error::Redis`], [`Error::Closed`].
     pub async fn invalidate(&self, prefix: &CacheKeyPrefix, id: &str) -> Result<bool> {
         let span = info_span!("mes_cache.invalidate", prefix = %prefix, id);
-        async {
+        let counters = self.counters_for(prefix);
+        let remove = async {
             self.check_open()?;
-            let counters = self.counters_for(prefix);
             let key = self.key(prefix, id);
             let removed = self.inner.backend.unlink(vec![key.clone()]).await;
             self.forget_near([key.as_str()]);
             let removed = removed.map_err(|e| self.failed(&counters, "invalidate", e))?;
             Ok(removed > 0)
-        }
-        .instrument(span)
-        .await
+        };
+        counters
+            .durations
+            .time(Operation::Invalidate, remove)
+            .instrument(span)
+            .await
     }
 
     /// Removes the entries of many ids (`UNLINK`, one per hash slot in
@@ -816,18 +843,21 @@ impl ReferenceDataCache {
     {
         let keys: Vec<String> = ids.into_iter().map(|id| self.key(prefix, id.as_ref())).collect();
         let span = info_span!("mes_cache.invalidate_many", prefix = %prefix, count = keys.len());
-        async {
+        let counters = self.counters_for(prefix);
+        let remove = async {
             self.check_open()?;
             if keys.is_empty() {
                 return Ok(0);
             }
-            let counters = self.counters_for(prefix);
             let removed = self.inner.backend.unlink(keys.clone()).await;
             self.forget_near(keys.iter().map(String::as_str));
             removed.map_err(|e| self.failed(&counters, "invalidate_many", e))
-        }
-        .instrument(span)
-        .await
+        };
+        counters
+            .durations
+            .time(Operation::InvalidateMany, remove)
+            .instrument(span)
+            .await
     }
 
     /// Removes every entry whose key, after the namespace and its `:`,
@@ -848,7 +878,8 @@ impl ReferenceDataCache {
         let counters = self.counters_for(&CacheKeyPrefix::new(
             pattern.split(':').next().unwrap_or("").to_owned(),
         ));
-        self.scan_unlink(full, "invalidate_pattern", &counters).await
+        self.scan_unlink(full, Operation::InvalidatePattern, &counters)
+            .await
     }
 
     /// Removes every entry of a prefix (the prefix is escaped, so a free
@@ -863,7 +894,8 @@ impl ReferenceDataCache {
             escape_glob(prefix.as_str())
         );
         let counters = self.counters_for(prefix);
-        self.scan_unlink(pattern, "invalidate_all", &counters).await
+        self.scan_unlink(pattern, Operation::InvalidateAll, &counters)
+            .await
     }
 
     /// Removes every entry of the namespace.
@@ -873,17 +905,13 @@ impl ReferenceDataCache {
     pub async fn clear_all(&self) -> Result<u64> {
         let pattern = format!("{}:*", self.inner.escaped_namespace);
         let counters = self.counters_for(&CacheKeyPrefix::new("*"));
-        self.scan_unlink(pattern, "clear_all", &counters).await
+        self.scan_unlink(pattern, Operation::ClearAll, &counters).await
     }
 
-    async fn scan_unlink(
-        &self,
-        pattern: String,
-        operation: &'static str,
-        counters: &Counters,
-    ) -> Result<u64> {
-        let span = info_span!("mes_cache.scan_unlink", operation, pattern = %pattern, removed = tracing::field::Empty);
-        async {
+    async fn scan_unlink(&self, pattern: String, operation: Operation, counters: &Counters) -> Result<u64> {
+        let name = operation.label();
+        let span = info_span!("mes_cache.scan_unlink", operation = name, pattern = %pattern, removed = tracing::field::Empty);
+        let remove = async {
             self.check_open()?;
             let removed = self
                 .inner
@@ -893,12 +921,11 @@ impl ReferenceDataCache {
             if let Some(near) = &self.inner.near {
                 near.l1.invalidate_matching(&pattern);
             }
-            let removed = removed.map_err(|e| self.failed(counters, operation, e))?;
+            let removed = removed.map_err(|e| self.failed(counters, name, e))?;
             tracing::Span::current().record("removed", removed);
             Ok(removed)
-        }
-        .instrument(span)
-        .await
+        };
+        counters.durations.time(operation, remove).instrument(span).await
     }
 
     /// This process's counters for a prefix (no Redis round trip).
@@ -990,12 +1017,30 @@ impl ReferenceDataCache {
         E: Into<BoxError>,
     {
         let counters = self.counters_for(prefix);
+        let load = self.load_through(prefix, id, loader, &counters);
+        counters.durations.time(Operation::GetOrLoad, load).await
+    }
+
+    /// [`get_or_load`](Self::get_or_load), counting into `counters`.
+    async fn load_through<T, F, Fut, E>(
+        &self,
+        prefix: &CacheKeyPrefix,
+        id: &str,
+        loader: F,
+        counters: &Counters,
+    ) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<T>, E>>,
+        E: Into<BoxError>,
+    {
         let redis_ok = match self.get::<T>(prefix, id).await {
             Ok(Some(value)) => return Ok(Some(value)),
             Ok(None) => true,
             Err(Error::Closed) => return Err(Error::Closed),
             Err(_) => {
-                bump(&counters.loader_fallbacks, 1);
+                counters.loader_fallbacks.add(1);
                 false
             }
         };
@@ -1020,7 +1065,7 @@ impl ReferenceDataCache {
                     *mine_ref = Some(value);
                     return Ok(Some(json));
                 }
-                bump(&counters.loads, 1);
+                counters.loads.add(1);
                 match loader().instrument(info_span!("mes_cache.load", prefix = %prefix, id)).await {
                     Err(error) => {
                         let error: BoxError = error.into();

@@ -145,6 +145,31 @@
 //! give the same API over an [`InMemoryStore`] (TTLs, glob patterns, an
 //! outage switch), and [`ManualClock`] expires entries without sleeping.
 //!
+//! # Metrics
+//!
+//! Through the [`metrics`](::metrics) facade: without a recorder installed
+//! they cost next to nothing (handles are registered once per prefix), and
+//! the crate never picks an exporter. The per-prefix counters are the ones
+//! [`CacheCounters`] reports, counted once for both; no id is ever a label.
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `mes.cache.hits` | counter | prefix | reads that found a live, decodable entry (near cache or Redis) |
+//! | `mes.cache.near.hits` | counter | prefix | of those, reads answered by the near cache |
+//! | `mes.cache.misses` | counter | prefix | reads that found nothing usable (absent, expired, undecodable) |
+//! | `mes.cache.errors` | counter | prefix | Redis commands that failed |
+//! | `mes.cache.decode_failures` | counter | prefix | values that did not decode (counted as misses too; logged and removed) |
+//! | `mes.cache.expired` | counter | prefix | entries past the legacy expiry rule on read (misses too; removed) |
+//! | `mes.cache.loads` | counter | prefix | loader calls of `get_or_load` |
+//! | `mes.cache.loader_fallbacks` | counter | prefix | `get_or_load` calls that went to the loader because Redis failed |
+//! | `mes.cache.operation.duration` | histogram (s) | prefix, `mes.operation` | one call: `get`, `get_many`, `get_or_load` (its `get` included), `set`, `set_if_newer`, `set_many`, `warm`, `invalidate`, `invalidate_many`, `invalidate_pattern`, `invalidate_all`, `clear_all` |
+//! | `mes.cache.near.invalidations` | counter | | keys named by Redis's invalidation messages |
+//! | `mes.cache.near.stores_skipped` | counter | | values read from Redis not kept, since an invalidation overtook the read or tracking was off |
+//! | `mes.cache.near.flushes` | counter | `mes.reason` | the near cache dropped whole: `server_flush` (`FLUSHALL`/`FLUSHDB`), `disconnected`, `reconnected`, `topology_changed`, `lagged` |
+//!
+//! The prefix label is `mes.cache.prefix` (`*` for `clear_all`, the
+//! pattern's first segment for `invalidate_pattern`).
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
@@ -156,6 +181,7 @@ mod cache;
 mod config;
 mod envelope;
 mod error;
+mod metrics;
 mod near;
 mod prefix;
 mod stats;

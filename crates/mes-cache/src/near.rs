@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use fred::bytes::Bytes;
 
 use crate::envelope::Clock;
 use crate::error::{Error, Result};
+use crate::metrics::{self, Tally};
 use crate::prefix::glob_match;
 
 /// Stripes of the generation counters: enough that unrelated keys rarely
@@ -196,16 +197,34 @@ pub(crate) struct Ticket {
     armed: bool,
 }
 
-#[derive(Default)]
+/// The near cache's counts, each kept for [`NearCacheStats`] and the
+/// metrics recorder at once (hits go to the recorder per prefix, as
+/// `mes.cache.near.hits`, from the cache).
 struct Counters {
-    hits: AtomicU64,
-    invalidations: AtomicU64,
-    stores_skipped: AtomicU64,
-    server_flush: AtomicU64,
-    disconnected: AtomicU64,
-    reconnected: AtomicU64,
-    topology_changed: AtomicU64,
-    lagged: AtomicU64,
+    hits: Tally,
+    invalidations: Tally,
+    stores_skipped: Tally,
+    server_flush: Tally,
+    disconnected: Tally,
+    reconnected: Tally,
+    topology_changed: Tally,
+    lagged: Tally,
+}
+
+impl Counters {
+    fn new() -> Self {
+        let flushes = |reason| Tally::new(metrics::flush_counter(reason));
+        Self {
+            hits: Tally::default(),
+            invalidations: Tally::new(metrics::near_counter(metrics::NEAR_INVALIDATIONS)),
+            stores_skipped: Tally::new(metrics::near_counter(metrics::NEAR_STORES_SKIPPED)),
+            server_flush: flushes("server_flush"),
+            disconnected: flushes("disconnected"),
+            reconnected: flushes("reconnected"),
+            topology_changed: flushes("topology_changed"),
+            lagged: flushes("lagged"),
+        }
+    }
 }
 
 /// The L1 map and the bookkeeping that keeps it right.
@@ -241,7 +260,7 @@ impl L1 {
             armed: AtomicBool::new(false),
             max_ttl_ms: u64::try_from(settings.max_ttl.as_millis()).unwrap_or(u64::MAX),
             clock,
-            counters: Counters::default(),
+            counters: Counters::new(),
         }
     }
 
@@ -263,7 +282,7 @@ impl L1 {
         }
         let slot = self.map.get(key)?;
         if self.clock.now_ms() < slot.live_until_ms {
-            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            self.counters.hits.add(1);
             Some(slot.bytes)
         } else {
             // Past its time: gone, unless a fresher value replaced it.
@@ -318,7 +337,7 @@ impl L1 {
             drop(generation);
             return true;
         }
-        self.counters.stores_skipped.fetch_add(1, Ordering::Relaxed);
+        self.counters.stores_skipped.add(1);
         false
     }
 
@@ -335,7 +354,7 @@ impl L1 {
     /// A server's invalidation message: these keys changed.
     pub(crate) fn invalidated_by_server(&self, keys: impl IntoIterator<Item = impl AsRef<[u8]>>) {
         for key in keys {
-            self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
+            self.counters.invalidations.add(1);
             // Keys are the cache's own (`{namespace}:…`, UTF-8); a key that
             // is not UTF-8 cannot be held.
             if let Ok(key) = std::str::from_utf8(key.as_ref()) {
@@ -372,7 +391,7 @@ impl L1 {
             FlushReason::Local => None,
         };
         if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.add(1);
         }
     }
 
@@ -401,7 +420,7 @@ impl L1 {
     }
 
     pub(crate) fn stats(&self) -> NearCacheStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = Tally::get;
         let c = &self.counters;
         let bytes = self
             .map

@@ -1,37 +1,51 @@
 //! Per-prefix counters and the [`CacheStats`] report.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::backend::MemoryUsage;
+use crate::metrics::{self, Durations, Tally, prefix_counter};
 
+/// One prefix's counts, each kept for [`CacheCounters`] and the metrics
+/// recorder at once, and its operation durations.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) near_hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) decode_failures: AtomicU64,
-    pub(crate) expired: AtomicU64,
-    pub(crate) loads: AtomicU64,
-    pub(crate) loader_fallbacks: AtomicU64,
-}
-
-pub(crate) fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
+    pub(crate) hits: Tally,
+    pub(crate) near_hits: Tally,
+    pub(crate) misses: Tally,
+    pub(crate) errors: Tally,
+    pub(crate) decode_failures: Tally,
+    pub(crate) expired: Tally,
+    pub(crate) loads: Tally,
+    pub(crate) loader_fallbacks: Tally,
+    pub(crate) durations: Durations,
 }
 
 impl Counters {
+    /// The counters of `prefix`, registered with the metrics recorder
+    /// (`Counters::default()` counts for `stats()` only).
+    pub(crate) fn new(prefix: &str) -> Self {
+        let tally = |name| Tally::new(prefix_counter(name, prefix));
+        Self {
+            hits: tally(metrics::HITS),
+            near_hits: tally(metrics::NEAR_HITS),
+            misses: tally(metrics::MISSES),
+            errors: tally(metrics::ERRORS),
+            decode_failures: tally(metrics::DECODE_FAILURES),
+            expired: tally(metrics::EXPIRED),
+            loads: tally(metrics::LOADS),
+            loader_fallbacks: tally(metrics::LOADER_FALLBACKS),
+            durations: Durations::new(prefix),
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> CacheCounters {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CacheCounters {
-            hits: get(&self.hits),
-            near_hits: get(&self.near_hits),
-            misses: get(&self.misses),
-            errors: get(&self.errors),
-            decode_failures: get(&self.decode_failures),
-            expired: get(&self.expired),
-            loads: get(&self.loads),
-            loader_fallbacks: get(&self.loader_fallbacks),
+            hits: self.hits.get(),
+            near_hits: self.near_hits.get(),
+            misses: self.misses.get(),
+            errors: self.errors.get(),
+            decode_failures: self.decode_failures.get(),
+            expired: self.expired.get(),
+            loads: self.loads.get(),
+            loader_fallbacks: self.loader_fallbacks.get(),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rsasl::prelude::{Mechname, SASLClient, SASLConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, WriteHalf};
@@ -29,6 +29,7 @@ use tracing::debug;
 
 use crate::config::{KafkaConfig, SaslMechanism};
 use crate::error::{BoxError, Error, ErrorCode, Result};
+use crate::metrics::{self, RequestMetrics};
 use crate::protocol::api_versions::ApiVersionsRequest;
 use crate::protocol::sasl::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use crate::protocol::{self, Request};
@@ -61,6 +62,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// `mes.kafka.connections.broken` of this broker.
+    broken: ::metrics::Counter,
 }
 
 impl Shared {
@@ -72,6 +75,9 @@ impl Shared {
     /// request in flight with it.
     fn break_with(&self, cause: std::io::Error) {
         let mut state = self.state();
+        if state.broken.is_none() {
+            self.broken.increment(1);
+        }
         let cause = Arc::clone(state.broken.get_or_insert_with(|| Arc::new(cause)));
         for (_, waiter) in state.waiting.drain() {
             let _ = waiter.send(Err(Arc::clone(&cause)));
@@ -110,6 +116,7 @@ pub struct BrokerConnection {
     writer: tokio::sync::Mutex<WriteHalf<Box<dyn BrokerStream>>>,
     shared: Arc<Shared>,
     reader: JoinHandle<()>,
+    metrics: RequestMetrics,
 }
 
 impl Drop for BrokerConnection {
@@ -141,6 +148,12 @@ impl BrokerConnection {
         config: &KafkaConfig,
         tls: Option<&crate::client::Tls>,
     ) -> Result<Self> {
+        let opened = Self::connect(address, config, tls).await;
+        metrics::connected(address, &opened);
+        opened
+    }
+
+    async fn connect(address: &str, config: &KafkaConfig, tls: Option<&crate::client::Tls>) -> Result<Self> {
         let connect_error = |source: std::io::Error| Error::Connect {
             address: address.to_owned(),
             source: Arc::new(source),
@@ -222,6 +235,7 @@ impl BrokerConnection {
                 next_correlation: correlation,
                 ..State::default()
             }),
+            broken: metrics::broken(address),
         });
         let reader = tokio::spawn(read_answers(
             BufReader::with_capacity(64 * 1024, read),
@@ -237,6 +251,7 @@ impl BrokerConnection {
             writer: tokio::sync::Mutex::new(write),
             shared,
             reader,
+            metrics: RequestMetrics::new(address),
         })
     }
 
@@ -316,6 +331,7 @@ impl BrokerConnection {
             (correlation, answer)
         };
         protocol::set_correlation(frame, correlation);
+        let started = Instant::now();
         let exchange = async {
             {
                 let mut writer = self.writer.lock().await;
@@ -332,7 +348,7 @@ impl BrokerConnection {
             }
             answer.await
         };
-        match timeout(bound, exchange).await {
+        let answer = match timeout(bound, exchange).await {
             Ok(Ok(Ok(answer))) => Ok(answer),
             Ok(Ok(Err(cause))) => Err(self.io_error(cause)),
             Ok(Err(_)) => {
@@ -350,7 +366,10 @@ impl BrokerConnection {
                     timeout: bound,
                 })
             }
-        }
+        };
+        self.metrics
+            .request(api, started.elapsed(), answer.as_ref().err());
+        answer
     }
 
     fn io_error(&self, cause: Arc<std::io::Error>) -> Error {

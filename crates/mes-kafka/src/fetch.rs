@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::client::KafkaClient;
 use crate::connection::BrokerConnection;
 use crate::error::{Error, ErrorCode, Result};
+use crate::metrics::FetchMetrics;
 use crate::protocol::fetch::{FetchPartition, FetchRequest, FetchTopic, IsolationLevel};
 use crate::protocol::record_batch::{Record, RecordError};
 
@@ -37,6 +38,7 @@ pub struct PartitionFetcher {
     max_wait: Duration,
     max_bytes: i32,
     isolation: IsolationLevel,
+    metrics: FetchMetrics,
 }
 
 impl std::fmt::Debug for PartitionFetcher {
@@ -63,6 +65,7 @@ impl PartitionFetcher {
             max_wait: Duration::from_millis(500),
             max_bytes: 1024 * 1024,
             isolation: IsolationLevel::ReadUncommitted,
+            metrics: FetchMetrics::new(topic, partition),
         }
     }
 
@@ -146,6 +149,7 @@ impl PartitionFetcher {
             let Some(set) = found.records else {
                 return Ok(fetched);
             };
+            self.metrics.bytes.increment(set.len() as u64);
             let mut batches = set.batches().from_offset(offset);
             for batch in &mut batches {
                 match batch {
@@ -182,6 +186,8 @@ impl PartitionFetcher {
                 self.max_bytes = self.max_bytes.saturating_mul(2).min(MAX_PARTITION_BYTES);
                 continue;
             }
+            let readable = fetched.records.iter().filter(|r| r.is_ok()).count();
+            self.metrics.records.increment(readable as u64);
             return Ok(fetched);
         }
     }

@@ -60,6 +60,34 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Metrics
+//!
+//! Through the [`metrics`](::metrics) facade: without a recorder installed
+//! they cost next to nothing (handles are registered once per connection
+//! and API, per producer and per fetcher), and the crate never picks an
+//! exporter. Label names follow OpenTelemetry: the broker is
+//! `server.address`, the topic `messaging.destination.name`, the partition
+//! `messaging.destination.partition.id`, a failure's kind `error.type` (the
+//! Kafka error code's name, such as `NOT_LEADER_OR_FOLLOWER`, when the
+//! broker answered with one; else `connect`, `io`, `timeout`, `tls`,
+//! `sasl`, `decode`, `unknown_topic`, ...).
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `mes.kafka.requests` | counter | `mes.kafka.api`, broker | requests sent (`Produce`, `Fetch`, `Metadata`, `JoinGroup`, ...), connection set-up excluded |
+//! | `mes.kafka.request.duration` | histogram (s) | `mes.kafka.api`, broker | request written to answer read (or failure) |
+//! | `mes.kafka.request.errors` | counter | `mes.kafka.api`, broker, `error.type` | requests that got no answer (`timeout`, `io`); the connection is dropped |
+//! | `mes.kafka.connections.opened` | counter | broker | connections opened (TCP, TLS, SASL, `ApiVersions`), reconnections included |
+//! | `mes.kafka.connections.failed` | counter | broker, `error.type` | connection attempts that failed |
+//! | `mes.kafka.connections.broken` | counter | broker | connections that broke (closed by the broker, a read or write failed, a request timed out) |
+//! | `mes.kafka.producer.batches` | counter | topic, partition | batches the broker acknowledged |
+//! | `mes.kafka.producer.records` | counter | topic, partition | records in those batches |
+//! | `mes.kafka.producer.bytes` | counter | topic, partition | bytes of their `Produce` requests |
+//! | `mes.kafka.producer.errors` | counter | topic, `error.type` | failed produce attempts (each retry that fails counts) |
+//! | `mes.kafka.producer.retries` | counter | topic, partition | batches sent again after a failed attempt |
+//! | `mes.kafka.fetch.records` | counter | topic, partition | readable records fetched |
+//! | `mes.kafka.fetch.bytes` | counter | topic, partition | record bytes fetched (as on the wire, compressed or not) |
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
@@ -88,6 +116,7 @@ mod connection;
 mod error;
 mod fetch;
 mod group;
+mod metrics;
 mod producer;
 pub mod protocol;
 #[cfg(feature = "tls")]

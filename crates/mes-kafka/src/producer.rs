@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use crate::client::KafkaClient;
 use crate::connection::BrokerConnection;
 use crate::error::{Error, ErrorCode};
+use crate::metrics::ProducerMetrics;
 use crate::protocol::produce::{ProduceRequest, write_produce_body};
 use crate::protocol::record_batch::{Compression, ProducerStamp, WireRecord, write_record_batch};
 use crate::protocol::{self, Request};
@@ -149,6 +150,7 @@ pub struct PartitionProducer {
     /// The next batch's base sequence, under `sequence_of`.
     sequence: i32,
     sequence_of: Option<Identity>,
+    metrics: ProducerMetrics,
 }
 
 impl std::fmt::Debug for PartitionProducer {
@@ -214,6 +216,7 @@ impl PartitionProducer {
             frame: Vec::new(),
             sequence: 0,
             sequence_of: None,
+            metrics: ProducerMetrics::new(topic, partition),
         }
     }
 
@@ -256,6 +259,9 @@ impl PartitionProducer {
         loop {
             let (attempt, renewed) = match self.attempt().await {
                 Outcome::Written(base_offset) => {
+                    self.metrics.batches.increment(1);
+                    self.metrics.records.increment(records.len() as u64);
+                    self.metrics.bytes.increment(self.frame.len() as u64);
                     self.sequence = self
                         .sequence
                         .wrapping_add(i32::try_from(records.len()).unwrap_or(i32::MAX));
@@ -281,7 +287,9 @@ impl PartitionProducer {
                 }
             };
             maybe_written |= attempt.maybe_written;
+            self.metrics.failed(&attempt.error);
             if attempt.stale_connection {
+                self.metrics.retries.increment(1);
                 continue;
             }
             // Under a renewed identity the batch is sent again (its code,
@@ -292,6 +300,7 @@ impl PartitionProducer {
             debug!(error = %attempt.error, ?backoff, "produce failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = backoff.saturating_mul(2).min(retry.max_backoff);
+            self.metrics.retries.increment(1);
         }
     }
 

@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, warn};
 use crate::TopicSpec;
 use crate::config::{PublisherConfig, TopicSettings};
 use crate::error::{ClientError, Delivery, Error};
+use crate::metrics::PartitionMetrics;
 
 /// An encoded event on its way to one partition.
 pub(crate) struct Pending {
@@ -31,6 +32,8 @@ pub(crate) struct Pending {
     timestamp_ms: i64,
     size: usize,
     reply: oneshot::Sender<Result<i64, Error>>,
+    /// When it was queued: its acknowledgement's latency is counted from here.
+    queued_at: Instant,
 }
 
 /// What a partition worker sends for one event.
@@ -154,6 +157,7 @@ fn next_header(bytes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 struct PartitionSlot {
     partition: i32,
     queue: OnceCell<mpsc::Sender<Pending>>,
+    metrics: Arc<PartitionMetrics>,
 }
 
 /// A topic's partitions as last read from the broker.
@@ -306,9 +310,11 @@ impl KafkaBackend {
                 previous
                     .and_then(|h| h.partitions.get(p as usize).cloned())
                     .unwrap_or_else(|| {
+                        let partition = i32::try_from(p).unwrap_or(i32::MAX);
                         Arc::new(PartitionSlot {
-                            partition: i32::try_from(p).unwrap_or(i32::MAX),
+                            partition,
                             queue: OnceCell::new(),
+                            metrics: Arc::new(PartitionMetrics::new(name, partition)),
                         })
                     })
             })
@@ -339,6 +345,7 @@ impl KafkaBackend {
                 let (queue, receiver) = mpsc::channel(self.config.queue_capacity);
                 let worker = PartitionWorker {
                     producer,
+                    metrics: Arc::clone(&slot.metrics),
                     topic: topic.to_owned(),
                     partition: slot.partition,
                     linger: self.config.linger,
@@ -385,12 +392,18 @@ impl KafkaBackend {
             timestamp_ms,
             size,
             reply,
+            queued_at: Instant::now(),
         };
-        let sent = match slot.queue.get() {
-            Some(queue) => queue.send(pending).await,
-            None => self.queue(topic, slot).await?.send(pending).await,
+        let queue = match slot.queue.get() {
+            Some(queue) => queue.clone(),
+            None => self.queue(topic, slot).await?,
         };
-        sent.map_err(|_| Error::Disconnected)?;
+        // Counted before it is sent: the worker may answer it at once.
+        slot.metrics.queued.increment(1.0);
+        if queue.send(pending).await.is_err() {
+            slot.metrics.queued.decrement(1.0);
+            return Err(Error::Disconnected);
+        }
         Ok((slot.partition, receiver))
     }
 
@@ -454,6 +467,7 @@ impl WireRecord for Timed {
 
 struct PartitionWorker {
     producer: PartitionProducer,
+    metrics: Arc<PartitionMetrics>,
     topic: String,
     partition: i32,
     linger: Duration,
@@ -476,16 +490,20 @@ impl PartitionWorker {
             let (batch, rest) = self.gather(first, &mut queue).await;
             carry = rest;
             let count = batch.len();
+            self.metrics.batch_size.record(count as f64);
             let (batch, replies): (Vec<Timed>, Vec<_>) = batch
                 .into_iter()
-                .map(|p| (Timed(p.payload, p.timestamp_ms), p.reply))
+                .map(|p| (Timed(p.payload, p.timestamp_ms), (p.reply, p.queued_at)))
                 .unzip();
+            self.metrics.queued.decrement(count as f64);
             let outcome = tokio::time::timeout(self.bound, self.producer.produce(&batch)).await;
             let (delivery, cause): (Delivery, Arc<dyn std::error::Error + Send + Sync>) = match outcome {
                 Ok(Ok(base_offset)) => {
                     // -1: the broker had the batch already and did not say where.
                     let offsets = (0..).map(|i| if base_offset < 0 { -1 } else { base_offset + i });
-                    for (reply, offset) in replies.into_iter().zip(offsets) {
+                    self.metrics.sent.increment(count as u64);
+                    for ((reply, queued_at), offset) in replies.into_iter().zip(offsets) {
+                        self.metrics.duration.record(queued_at.elapsed());
                         // The publisher may have stopped waiting; the event is written anyway.
                         let _ = reply.send(Ok(offset));
                     }
@@ -498,7 +516,7 @@ impl PartitionWorker {
                 {
                     warn!(error = %cause, records = count, ?delivery, "batch failed");
                     // One cause, shared by every event of the batch.
-                    for reply in replies {
+                    for (reply, _) in replies {
                         let _ = reply.send(Err(Error::Produce {
                             topic: self.topic.clone(),
                             partition: self.partition,
@@ -509,6 +527,7 @@ impl PartitionWorker {
                     // Nothing queued behind the failed batch may overtake it.
                     let behind = carry.take().into_iter();
                     for pending in behind.chain(std::iter::from_fn(|| queue.try_recv().ok())) {
+                        self.metrics.queued.decrement(1.0);
                         let _ = pending.reply.send(Err(Error::EarlierBatchFailed {
                             topic: self.topic.clone(),
                             partition: self.partition,

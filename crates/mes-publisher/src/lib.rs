@@ -77,6 +77,40 @@
 //! Each connection is authenticated with SASL and its batches compressed
 //! when so configured.
 //!
+//! # Metrics
+//!
+//! Through the [`metrics`](::metrics) facade: without a recorder installed
+//! they cost next to nothing (handles are registered once per partition and
+//! per outbox table), and the crate never picks an exporter. Names follow
+//! OpenTelemetry's messaging conventions where one exists; no event or
+//! entity id is ever a label. The topic label is
+//! `messaging.destination.name`, the partition
+//! `messaging.destination.partition.id`, the outbox table
+//! `mes.outbox.table` (schema-qualified).
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `messaging.client.sent.messages` | counter | topic, partition | events the broker acknowledged |
+//! | `messaging.client.operation.duration` | histogram (s) | `messaging.operation.name` (`send`), topic, partition | an acknowledged event's wait, from queued on its partition to acknowledged |
+//! | `mes.publisher.batch.size` | histogram (events) | topic, partition | events per batch sent |
+//! | `mes.publisher.queued` | gauge | topic, partition | events queued or in flight, not yet answered |
+//! | `mes.publisher.errors` | counter | `error.type` | publishes that failed, by kind: `produce`, `earlier_batch_failed`, `record_too_large`, `topic_not_found`, `encode`, `disconnected`, ... |
+//! | `mes.outbox.pending` | gauge | table | rows waiting to be published (not parked) |
+//! | `mes.outbox.parked` | gauge | table | parked rows |
+//! | `mes.outbox.oldest_pending_age` | gauge (s) | table | how long the oldest pending row has waited (0 when none) |
+//! | `mes.outbox.relay.batches` | counter | table | relay rounds that claimed rows |
+//! | `mes.outbox.relay.published` | counter | table | rows published and deleted |
+//! | `mes.outbox.relay.failed` | counter | table | failed publish attempts of rows |
+//! | `mes.outbox.relay.parked` | counter | table | rows parked |
+//!
+//! Retries of a batch happen in `mes-kafka`'s producer:
+//! `mes.kafka.producer.retries` and `mes.kafka.producer.errors` (by Kafka
+//! error code) count them. The outbox gauges are set by
+//! `Outbox::stats`, which a running relay calls as it polls (when a
+//! round finds nothing left after rows moved, else at most once per poll
+//! interval) and `OutboxRelay::drain` at its end. The in-memory
+//! publisher records no metrics.
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
@@ -106,6 +140,7 @@ mod config;
 mod error;
 mod kafka;
 mod memory;
+mod metrics;
 #[cfg(feature = "outbox-postgres")]
 mod outbox;
 mod publisher;

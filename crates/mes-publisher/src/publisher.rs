@@ -11,6 +11,7 @@ use crate::config::{PublisherConfig, TopicSettings};
 use crate::error::Error;
 use crate::kafka::{EncodedRecord, KafkaBackend, Payload, TopicHandle};
 use crate::memory::{MemoryBackend, RecordedEvents};
+use crate::metrics;
 
 /// Where the broker put an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -176,14 +177,17 @@ impl EventPublisher {
         match &self.inner.backend {
             Backend::Memory(memory) => memory.record(topic.to_owned(), record),
             Backend::Kafka(kafka) => {
-                let handle = kafka.topic(topic).await?;
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                    .unwrap_or_default();
-                let record = Payload::Record(record);
-                let (partition, receiver) = kafka.enqueue(topic, &handle, record, now_ms).await?;
-                await_ack(topic.to_owned(), partition, receiver).await
+                let published = async {
+                    let handle = kafka.topic(topic).await?;
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                        .unwrap_or_default();
+                    let record = Payload::Record(record);
+                    let (partition, receiver) = kafka.enqueue(topic, &handle, record, now_ms).await?;
+                    await_ack(topic.to_owned(), partition, receiver).await
+                };
+                counted(published.await)
             }
         }
     }
@@ -237,10 +241,10 @@ impl EventPublisher {
 
                 let mut outcomes = Vec::with_capacity(waiting.len());
                 for item in waiting {
-                    outcomes.push(match item {
+                    outcomes.push(counted(match item {
                         Ok((topic, partition, receiver)) => await_ack(topic, partition, receiver).await,
                         Err(e) => Err(e),
-                    });
+                    }));
                 }
                 outcomes
             }
@@ -290,6 +294,14 @@ struct CurrentTopic {
     event_type: String,
     topic: String,
     handle: Arc<TopicHandle>,
+}
+
+/// A publish's outcome, its failure counted in `mes.publisher.errors`.
+fn counted(outcome: Result<Published, Error>) -> Result<Published, Error> {
+    if let Err(error) = &outcome {
+        metrics::failed(error);
+    }
+    outcome
 }
 
 async fn await_ack(

@@ -9,57 +9,11 @@ use std::time::Duration;
 use mes_events_types::{DomainEvent, EventType};
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
 use mes_sync::{ConsumerConfig, Effects, EventConsumer, HandlerRetry, KafkaConfig};
-use metrics_util::CompositeKey;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde_json::{Value, json};
-
-/// One snapshot: taking one resets the recorder's counters and histograms.
-type Snapshot = Vec<(
-    CompositeKey,
-    Option<metrics::Unit>,
-    Option<metrics::SharedString>,
-    DebugValue,
-)>;
-
-/// The value of each metric named `name` whose labels include `labels`.
-fn values<'a>(snapshot: &'a Snapshot, name: &str, labels: &[(&str, &str)]) -> Vec<&'a DebugValue> {
-    snapshot
-        .iter()
-        .filter(|(key, _, _, _)| {
-            key.key().name() == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| key.key().labels().any(|l| l.key() == *k && l.value() == *v))
-        })
-        .map(|(_, _, _, value)| value)
-        .collect()
-}
-
-fn counter(snapshot: &Snapshot, name: &str, labels: &[(&str, &str)]) -> u64 {
-    values(snapshot, name, labels)
-        .into_iter()
-        .map(|v| match v {
-            DebugValue::Counter(n) => *n,
-            other => panic!("{name} is not a counter: {other:?}"),
-        })
-        .sum()
-}
-
-fn samples(snapshot: &Snapshot, name: &str, labels: &[(&str, &str)]) -> usize {
-    values(snapshot, name, labels)
-        .into_iter()
-        .map(|v| match v {
-            DebugValue::Histogram(samples) => samples.len(),
-            other => panic!("{name} is not a histogram: {other:?}"),
-        })
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consuming_moves_the_consumer_metrics() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder.install().unwrap();
+    let metrics = mes_testkit::metrics::recorded().await;
 
     let brokers = mes_testkit::kafka_brokers();
     let domain = format!("tmetrics{}", ulid::Ulid::new().to_string().to_lowercase());
@@ -111,11 +65,10 @@ async fn consuming_moves_the_consumer_metrics() {
         .await;
     consumer.shutdown().await;
 
-    let snapshot: Snapshot = snapshotter.snapshot().into_vec();
+    let snapshot = metrics.snapshot();
     let ours = [("messaging.consumer.group.name", group.as_str())];
     let consumed = |outcome: &str| {
-        counter(
-            &snapshot,
+        snapshot.counter(
             "messaging.client.consumed.messages",
             &[
                 ("messaging.consumer.group.name", group.as_str()),
@@ -129,32 +82,14 @@ async fn consuming_moves_the_consumer_metrics() {
     assert_eq!(consumed("duplicate"), 1);
     assert_eq!(consumed("dead_lettered"), 1);
     assert_eq!(consumed("ignored"), 0);
-    assert_eq!(counter(&snapshot, "mes.consumer.retries", &ours), 1);
+    assert_eq!(snapshot.counter("mes.consumer.retries", &ours), 1);
     // Three attempts: the good event once, the failing one twice.
-    assert_eq!(samples(&snapshot, "messaging.process.duration", &ours), 3);
-    assert!(
-        samples(
-            &snapshot,
-            "mes.consumer.commit.duration",
-            &[ours[0], ("mes.store", "redis")]
-        ) >= 1
-    );
+    assert_eq!(snapshot.samples("messaging.process.duration", &ours), 3);
+    assert!(snapshot.samples("mes.consumer.commit.duration", &[ours[0], ("mes.store", "redis")]) >= 1);
     // The offsets went to Kafka at least at shutdown.
-    assert!(
-        samples(
-            &snapshot,
-            "mes.consumer.commit.duration",
-            &[ours[0], ("mes.store", "kafka")]
-        ) >= 1
-    );
-    assert_eq!(
-        values(&snapshot, "mes.consumer.lag", &ours),
-        [&DebugValue::Gauge(0.0.into())]
-    );
-    assert_eq!(
-        values(&snapshot, "mes.consumer.subscription_gaps", &ours),
-        [&DebugValue::Gauge(0.0.into())]
-    );
-    assert_eq!(counter(&snapshot, "mes.consumer.rebalances", &ours), 0);
+    assert!(snapshot.samples("mes.consumer.commit.duration", &[ours[0], ("mes.store", "kafka")]) >= 1);
+    assert_eq!(snapshot.gauge("mes.consumer.lag", &ours), Some(0.0));
+    assert_eq!(snapshot.gauge("mes.consumer.subscription_gaps", &ours), Some(0.0));
+    assert_eq!(snapshot.counter("mes.consumer.rebalances", &ours), 0);
     publisher.disconnect().await;
 }

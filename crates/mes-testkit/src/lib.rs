@@ -28,6 +28,8 @@
 //!   test`, and say so when run without it.
 //! - With the feature `logs`, `logs::CapturedLogs`: what the code under
 //!   test logged, for tests that assert a warning or a span.
+//! - With the feature `metrics`, `metrics::recorded`: what the code under
+//!   test recorded through the `metrics` facade.
 //! - The pieces `cargo xtask` starts them from: [`tansu::TansuBroker`],
 //!   [`tansu::TlsTansu`] (tansu behind a [`tls_proxy::TlsProxy`]) and the
 //!   throwaway certificates of [`pki`].
@@ -43,6 +45,8 @@ mod containers;
 pub mod kafka;
 #[cfg(feature = "logs")]
 pub mod logs;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -45,6 +45,7 @@ pub use relay::{Acknowledged, BatchOutcome, OutboxRelay, RelayConfig, RelayStats
 pub use table::OutboxTable;
 
 use crate::Error;
+use crate::metrics::OutboxGauges;
 use table::Statements;
 
 /// The future a [`Outbox::publish_transactional`] closure returns: it
@@ -84,6 +85,7 @@ pub struct Outbox {
     table: OutboxTable,
     sql: Arc<Statements>,
     max_event_bytes: usize,
+    gauges: OutboxGauges,
 }
 
 /// What the outbox table holds now, for dashboards and alerts.
@@ -137,10 +139,12 @@ impl Outbox {
     /// The outbox in `table`.
     pub fn new(table: OutboxTable) -> Self {
         let sql = Arc::new(Statements::new(&table));
+        let gauges = OutboxGauges::new(&table.qualified_name());
         Self {
             table,
             sql,
             max_event_bytes: 1_000_000,
+            gauges,
         }
     }
 
@@ -248,18 +252,29 @@ impl Outbox {
         Ok(result)
     }
 
-    /// Counts pending and parked events and the age of the oldest pending.
+    /// Counts pending and parked events and the age of the oldest pending,
+    /// and sets the table's gauges (`mes.outbox.*`) to what it read; a
+    /// running relay calls it as it polls.
     pub async fn stats(&self, pool: &PgPool) -> Result<OutboxStats, Error> {
         let (pending, parked, oldest_ms): (i64, i64, Option<i64>) = sqlx::query_as(&self.sql.stats)
             .fetch_one(pool)
             .await
             .map_err(db("read the outbox stats"))?;
-        Ok(OutboxStats {
+        let stats = OutboxStats {
             pending: u64::try_from(pending).unwrap_or_default(),
             parked: u64::try_from(parked).unwrap_or_default(),
             oldest_pending_age: oldest_ms
                 .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or_default())),
-        })
+        };
+        #[allow(clippy::cast_precision_loss, reason = "a gauge is an f64")]
+        {
+            self.gauges.pending.set(stats.pending as f64);
+            self.gauges.parked.set(stats.parked as f64);
+        }
+        self.gauges
+            .oldest_pending_age
+            .set(stats.oldest_pending_age.unwrap_or_default());
+        Ok(stats)
     }
 
     /// The parked events, oldest first, at most `limit`.

@@ -4,8 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mes_events_types::codec::STRUCTURED_CONTENT_TYPE;
 use mes_events_types::{DomainEvent, EventId, KafkaRecord, decode};
@@ -17,6 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{Outbox, db};
+use crate::metrics::{self, Tally};
 use crate::{Error, EventPublisher, Published};
 
 /// How a relay claims, waits and retries.
@@ -173,32 +173,43 @@ pub struct RelayStats {
     pub parked: u64,
 }
 
-#[derive(Debug, Default)]
+/// A relay's counts, each kept for [`RelayStats`] and the metrics recorder
+/// at once.
+#[derive(Debug)]
 struct Counters {
-    batches: AtomicU64,
-    published: AtomicU64,
-    failed: AtomicU64,
-    parked: AtomicU64,
+    batches: Tally,
+    published: Tally,
+    failed: Tally,
+    parked: Tally,
 }
 
 impl Counters {
+    fn new(table: &str) -> Self {
+        let tally = |name| Tally::new(metrics::relay_counter(name, table));
+        Self {
+            batches: tally(metrics::RELAY_BATCHES),
+            published: tally(metrics::RELAY_PUBLISHED),
+            failed: tally(metrics::RELAY_FAILED),
+            parked: tally(metrics::RELAY_PARKED),
+        }
+    }
+
     fn add(&self, outcome: &BatchOutcome) {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         if outcome.claimed > 0 {
-            self.batches.fetch_add(1, Ordering::Relaxed);
+            self.batches.add(1);
         }
-        self.published
-            .fetch_add(count(outcome.published), Ordering::Relaxed);
-        self.failed.fetch_add(count(outcome.failed), Ordering::Relaxed);
-        self.parked.fetch_add(count(outcome.parked), Ordering::Relaxed);
+        self.published.add(count(outcome.published));
+        self.failed.add(count(outcome.failed));
+        self.parked.add(count(outcome.parked));
     }
 
     fn snapshot(&self) -> RelayStats {
         RelayStats {
-            batches: self.batches.load(Ordering::Relaxed),
-            published: self.published.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            parked: self.parked.load(Ordering::Relaxed),
+            batches: self.batches.get(),
+            published: self.published.get(),
+            failed: self.failed.get(),
+            parked: self.parked.get(),
         }
     }
 }
@@ -233,12 +244,13 @@ pub struct OutboxRelay {
 impl OutboxRelay {
     /// A relay of `outbox` on `pool`, publishing through `publisher`.
     pub fn new(outbox: Outbox, pool: PgPool, publisher: EventPublisher, config: RelayConfig) -> Self {
+        let counters = Arc::new(Counters::new(&outbox.table().qualified_name()));
         Self {
             outbox,
             pool,
             publisher,
             config,
-            counters: Arc::default(),
+            counters,
         }
     }
 
@@ -268,7 +280,14 @@ impl OutboxRelay {
 
     /// Relays until no row is ready (rows backing off stay); returns the
     /// total. For tools and tests; services run [`start`](Self::start).
+    /// The table's gauges are set at the end, as [`Outbox::stats`] does.
     pub async fn drain(&self) -> Result<BatchOutcome, Error> {
+        let total = self.drain_rounds().await?;
+        self.outbox.stats(&self.pool).await?;
+        Ok(total)
+    }
+
+    async fn drain_rounds(&self) -> Result<BatchOutcome, Error> {
         let mut total = BatchOutcome::default();
         loop {
             let outcome = self.relay_once().await?;
@@ -312,11 +331,14 @@ impl OutboxRelay {
             )))
         });
         let mut failures = 0u32;
+        let mut gauges = GaugeRefresh::default();
         loop {
             if *stopped.borrow() {
                 return;
             }
-            let pause = match self.relay_once().await {
+            let round = self.relay_once().await;
+            gauges.after(&self, round.as_ref().ok()).await;
+            let pause = match round {
                 Ok(outcome) if outcome.broker_failed || (outcome.claimed > 0 && outcome.published == 0) => {
                     failures = failures.saturating_add(1);
                     Some(self.config.backoff_after(failures))
@@ -464,6 +486,36 @@ impl OutboxRelay {
         outcome.published = done.len();
         outcome.failed = failures.len();
         Ok(outcome)
+    }
+}
+
+/// When a running relay reads the table's figures into its gauges: when a
+/// round found nothing to do after rows moved, else at most once per poll
+/// interval (counting a large table on every busy round would cost more
+/// than the rounds).
+#[derive(Default)]
+struct GaugeRefresh {
+    last: Option<Instant>,
+    moved: bool,
+}
+
+impl GaugeRefresh {
+    async fn after(&mut self, relay: &OutboxRelay, outcome: Option<&BatchOutcome>) {
+        let idle = outcome.is_some_and(|o| o.claimed == 0);
+        self.moved |= outcome.is_none_or(|o| o.claimed > 0);
+        let due = self
+            .last
+            .is_none_or(|last| last.elapsed() >= relay.config.poll_interval);
+        if !(due || (idle && self.moved)) {
+            return;
+        }
+        match relay.outbox.stats(&relay.pool).await {
+            Ok(_) => {
+                self.last = Some(Instant::now());
+                self.moved = false;
+            }
+            Err(error) => tracing::warn!(%error, "outbox relay cannot read the outbox's figures"),
+        }
     }
 }
 
