@@ -31,6 +31,8 @@
 //! - The pieces `cargo xtask` starts them from: [`tansu::TansuBroker`],
 //!   [`tansu::TlsTansu`] (tansu behind a [`tls_proxy::TlsProxy`]) and the
 //!   throwaway certificates of [`pki`].
+//! - [`fault_proxy::FaultProxy`]: latency, cuts and blackholes between a
+//!   client and a server, for the fault scenarios (`cargo xtask faults`).
 
 #![allow(
     clippy::panic,
@@ -39,6 +41,7 @@
 )]
 #[cfg(feature = "containers")]
 mod containers;
+pub mod fault_proxy;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "logs")]
