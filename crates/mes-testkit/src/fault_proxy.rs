@@ -287,6 +287,7 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch
 /// direction's halves are dropped with its task.
 fn cut(from: OwnedReadHalf, to: OwnedWriteHalf) -> bool {
     let _ = from.as_ref().set_zero_linger();
+    drop(from);
     let _ = to.as_ref().set_zero_linger();
     to.forget();
     true
