@@ -12,7 +12,6 @@
 )]
 
 use std::collections::BTreeMap;
-use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -76,17 +75,10 @@ async fn cache_with_near_cache_through_a_slowed_cut_and_blackholed_link() {
     let heartbeat = Duration::from_millis(500);
 
     let redis_url = mes_testkit::redis_url();
-    let address = redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_socket_addrs()
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::start(address).unwrap();
+    let (proxy, through_proxy) = FaultProxy::in_front_of(&redis_url).unwrap();
     let namespace = format!("faults-{}", ulid::Ulid::new());
     let reader = ReferenceDataCache::connect(
-        CacheConfig::from_url(&format!("redis://{}", proxy.address()))
+        CacheConfig::from_url(&through_proxy)
             .unwrap()
             .namespace(&namespace)
             .command_timeout(Duration::from_secs(1))

@@ -10,7 +10,7 @@
 //! thread of its own, so synchronous and asynchronous callers can both use it.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -115,6 +115,27 @@ impl FaultProxy {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+
+    /// A proxy in front of the server of `url` (`scheme://[user@]host:port/...`,
+    /// a Redis or PostgreSQL URL) and the same URL leading through it.
+    pub fn in_front_of(url: &str) -> io::Result<(Self, String)> {
+        let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("no host:port in {url}"));
+        let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
+        let (user, rest) = rest
+            .rsplit_once('@')
+            .map_or(("", rest), |(user, rest)| (user, rest));
+        let end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let upstream = authority.to_socket_addrs()?.next().ok_or_else(invalid)?;
+        let proxy = Self::start(upstream)?;
+        let at = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
+        let through = format!("{scheme}://{at}{}{path}", proxy.address());
+        Ok((proxy, through))
     }
 
     /// The port it listens on.

@@ -31,6 +31,18 @@ async fn read_some(stream: &mut TcpStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(buffer.get(..n).unwrap()).into_owned())
 }
 
+#[test]
+fn a_proxy_in_front_of_a_url_keeps_its_user_and_path() {
+    let (proxy, url) = FaultProxy::in_front_of("postgres://postgres@127.0.0.1:5432/test").unwrap();
+    assert_eq!(
+        url,
+        format!("postgres://postgres@127.0.0.1:{}/test", proxy.port())
+    );
+    let (proxy, url) = FaultProxy::in_front_of("redis://127.0.0.1:6379").unwrap();
+    assert_eq!(url, format!("redis://127.0.0.1:{}", proxy.port()));
+    assert!(FaultProxy::in_front_of("127.0.0.1:6379").is_err());
+}
+
 #[tokio::test]
 async fn bytes_pass_and_a_delay_holds_each_chunk() {
     let proxy = FaultProxy::start(redis()).unwrap();
