@@ -49,7 +49,7 @@ async fn a_members_link_to_redis_cut_and_blackholed_under_load() {
                 .with_entity("Thing", format!("E-{}", i % ENTITIES))
         })
         .collect();
-    // Steady load: published one by one (see consumer_kill.rs) while the
+    // Steady load: published one by one (see faults_consumer_kill.rs) while the
     // faults come and go.
     let publishing = {
         let events = events.clone();
@@ -88,10 +88,10 @@ async fn a_members_link_to_redis_cut_and_blackholed_under_load() {
         proxy.set(fault);
         let until = Instant::now() + fault_length;
         while let Some(left) = until.checked_duration_since(Instant::now()) {
-            if let Ok((member, line)) = lines.recv_timeout(left) {
-                if take(&member, &line, &mut owned, &mut handled) {
-                    handled_by_a_during[index] += 1;
-                }
+            if let Ok((member, line)) = lines.recv_timeout(left)
+                && take(&member, &line, &mut owned, &mut handled)
+            {
+                handled_by_a_during[index] += 1;
             }
         }
         proxy.heal();

@@ -51,7 +51,7 @@ pub struct Group {
 impl Group {
     /// A group reading events of a type of its own (`t{name}{ulid}.thing.happened`),
     /// whose topic is created with `partitions`; and a publisher to it that
-    /// sends one event per request (see `consumer_kill.rs` on why).
+    /// sends one event per request (see `faults_consumer_kill.rs` on why).
     pub async fn with_topic(
         name: &str,
         session: Duration,
