@@ -32,7 +32,9 @@
 //!   [`tansu::TlsTansu`] (tansu behind a [`tls_proxy::TlsProxy`]) and the
 //!   throwaway certificates of [`pki`].
 //! - [`fault_proxy::FaultProxy`]: latency, cuts and blackholes between a
-//!   client and a server, for the fault scenarios (`cargo xtask faults`).
+//!   client and a server, and [`netns::Jail`]: a process in a network
+//!   namespace of its own, cut off from one address or from everything; for
+//!   the fault scenarios (`cargo xtask faults`).
 
 #![allow(
     clippy::panic,
@@ -46,6 +48,7 @@ pub mod fault_proxy;
 pub mod kafka;
 #[cfg(feature = "logs")]
 pub mod logs;
+pub mod netns;
 pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;

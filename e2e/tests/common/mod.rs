@@ -57,11 +57,22 @@ impl Group {
         session: Duration,
         partitions: u16,
     ) -> (Self, String, EventPublisher) {
+        Self::with_topic_on(&mes_testkit::kafka_brokers(), name, session, partitions).await
+    }
+
+    /// [`with_topic`](Self::with_topic) on the broker at `brokers`.
+    pub async fn with_topic_on(
+        brokers: &str,
+        name: &str,
+        session: Duration,
+        partitions: u16,
+    ) -> (Self, String, EventPublisher) {
         let event_type = format!(
             "t{name}{}.thing.happened",
             ulid::Ulid::new().to_string().to_lowercase()
         );
-        let group = Self::new(&event_type, session);
+        let mut group = Self::new(&event_type, session);
+        brokers.clone_into(&mut group.brokers);
         let topic = mes_events_types::topic_for_type(&event_type).unwrap();
         let config = PublisherConfig::new([group.brokers.as_str()]).linger(Duration::ZERO);
         let publisher = EventPublisher::connect(config).await.unwrap();
@@ -219,7 +230,21 @@ impl Group {
     }
 
     pub fn spawn(&self, name: &str, lines: &mpsc::Sender<(String, String)>) -> Member {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sync-member"))
+        self.spawn_with(Command::new(env!("CARGO_BIN_EXE_sync-member")), name, lines)
+    }
+
+    /// A `sync-member` inside a network jail.
+    pub fn spawn_jailed(
+        &self,
+        jail: &mes_testkit::netns::Jail,
+        name: &str,
+        lines: &mpsc::Sender<(String, String)>,
+    ) -> Member {
+        self.spawn_with(jail.command(env!("CARGO_BIN_EXE_sync-member")), name, lines)
+    }
+
+    fn spawn_with(&self, mut command: Command, name: &str, lines: &mpsc::Sender<(String, String)>) -> Member {
+        let mut child = command
             .env(env::BROKERS, &self.brokers)
             .env(env::REDIS, &self.redis)
             .env(env::GROUP, &self.group)
