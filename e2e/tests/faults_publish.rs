@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mes_e2e::faults::{Report, scaled};
@@ -34,8 +34,7 @@ struct Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
-    let per_entity: usize = scaled(100, 500);
-    let fault_length = scaled(Duration::from_secs(2), Duration::from_secs(10));
+    let fault_length = scaled(Duration::from_secs(3), Duration::from_secs(10));
 
     // A broker of this test that sends its clients to the proxy.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -53,8 +52,10 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
     let proxy = FaultProxy::start_on(listener, SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap();
 
     let config = PublisherConfig::new([proxy.address()])
-        .retry(RetryPolicy::default().retries(5))
-        .request_timeout(Duration::from_secs(2));
+        // A retry budget shorter than the faults, so callers see errors
+        // and publish again.
+        .retry(RetryPolicy::default().retries(2))
+        .request_timeout(Duration::from_secs(1));
     let publisher = EventPublisher::connect(config).await.unwrap();
     let event_type = EventType::parse(&format!(
         "tfaults{}.thing.happened",
@@ -72,14 +73,23 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
         .unwrap();
 
     let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let producers: Vec<_> = (0..ENTITIES)
         .map(|e| {
-            let (publisher, tally, event_type) = (publisher.clone(), Arc::clone(&tally), event_type.clone());
+            let (publisher, tally, event_type, stop) = (
+                publisher.clone(),
+                Arc::clone(&tally),
+                event_type.clone(),
+                Arc::clone(&stop),
+            );
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
                 let mut published_again = Vec::new();
-                for seq in 0..per_entity {
+                // Until the faults are over, each event published again
+                // until acknowledged (at-least-once).
+                let mut seq = 0;
+                while !stop.load(Ordering::Relaxed) {
                     let event = DomainEvent::new_raw(event_type.clone(), "test", json!({"seq": seq}))
                         .with_entity("Thing", format!("E-{e}"));
                     loop {
@@ -100,6 +110,7 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
                             }
                         }
                     }
+                    seq += 1;
                 }
                 (acknowledged, published_again)
             })
@@ -113,6 +124,8 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
         tokio::time::sleep(fault_length).await;
         proxy.heal();
     }
+    tokio::time::sleep(fault_length).await;
+    stop.store(true, Ordering::Relaxed);
     let healed = Instant::now();
     let mut acknowledged = HashSet::new();
     let mut published_again = HashSet::new();
@@ -147,10 +160,12 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
         .map(|(_, n)| n - 1)
         .sum();
     let duplicates: u64 = copies.values().map(|n| n - 1).sum();
-    let expected: Vec<u64> = (0..per_entity as u64).collect();
-    let out_of_order = first_seen.values().filter(|seqs| **seqs != expected).count() as u64;
-
-    let total = ENTITIES * per_entity;
+    // Each producer's events were acknowledged one after the other.
+    let out_of_order = first_seen
+        .values()
+        .filter(|seqs| seqs.iter().enumerate().any(|(i, seq)| *seq != i as u64))
+        .count() as u64;
+    let total = acknowledged.len();
     let mut report = Report::new(
         "publisher_broker_cut",
         format!(
@@ -170,10 +185,10 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
         )
         .none("entities whose events are out of order", out_of_order)
         .check(
-            "every event acknowledged in the end",
-            &total.to_string(),
-            json!(acknowledged.len()),
-            acknowledged.len() == total,
+            "errors returned while cut and blackholed",
+            "> 0",
+            json!(tally.maybe_written.load(Ordering::Relaxed) + tally.not_written.load(Ordering::Relaxed)),
+            tally.maybe_written.load(Ordering::Relaxed) + tally.not_written.load(Ordering::Relaxed) > 0,
         )
         .figure(
             "errors_maybe_written",
@@ -185,7 +200,7 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
             duplicates - duplicated_by_library,
         )
         .figure(
-            "finished_ms_after_last_heal",
+            "stopped_ms_after_asked",
             finished_after_heal.as_millis() as u64,
         )
         .figure("proxy", format!("{:?}", proxy.counts()));
