@@ -25,6 +25,8 @@ use serde_json::json;
 
 const ENTITIES: usize = 50;
 const SESSION: Duration = Duration::from_secs(6);
+/// How long the members may go without handling anything once healed.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_link_to_redis_cut_and_blackholed_under_load() {
@@ -96,9 +98,22 @@ async fn a_members_link_to_redis_cut_and_blackholed_under_load() {
         }
         proxy.heal();
         healed_at = Instant::now();
+        println!(
+            "{fault:?} healed: {} of {} handled, owned {:?}",
+            handled.len(),
+            events.len(),
+            owned.0
+        );
     }
     while handled.len() < events.len() {
-        let (member, line) = lines.recv().unwrap();
+        let Ok((member, line)) = lines.recv_timeout(PATIENCE) else {
+            panic!(
+                "no progress for {PATIENCE:?} after healing: {} of {} handled, owned {:?}",
+                handled.len(),
+                events.len(),
+                owned.0
+            );
+        };
         take(&member, &line, &mut owned, &mut handled);
     }
     let caught_up = healed_at.elapsed();

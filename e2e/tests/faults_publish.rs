@@ -199,10 +199,7 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
             "duplicates_from_publishing_again",
             duplicates - duplicated_by_library,
         )
-        .figure(
-            "stopped_ms_after_asked",
-            finished_after_heal.as_millis() as u64,
-        )
+        .figure("stopped_ms_after_asked", finished_after_heal.as_millis() as u64)
         .figure("proxy", format!("{:?}", proxy.counts()));
     println!("{:#}", report.to_json());
     drop(broker);
