@@ -10,6 +10,7 @@
 
 mod bench;
 mod crates;
+mod faults;
 mod fuzz;
 mod package;
 mod redis;
@@ -63,6 +64,11 @@ Tasks:
               60 s per target by default; corpus in fuzz/corpus/<target>.
               Prints executions, crashes and peak RSS per target; fails on a
               crash, naming the saved input.
+  faults      The fault scenarios (e2e/tests/faults_*.rs) at full scale: links
+              cut, blackholed and slowed under load for the cache with its near
+              cache, the publisher, the outbox relay and a consumer group; prints
+              the table of what each promised and what was observed, written to
+              target/faults/faults.{md,json}. `test` runs them at a short scale.
   ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
               without warnings, cargo deny (bans, licenses, sources), each
               published crate with no default features and each feature
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
         "demo" => demo(rest),
         "package" => package::package(rest),
         "fuzz" => fuzz::fuzz(rest),
+        "faults" => faults::faults(rest),
         "bench" => match rest.split_first() {
             Some((which, args)) if which == "redis" => redis::bench(args),
             Some((which, _)) if which == "kafka" => bench::bench(),

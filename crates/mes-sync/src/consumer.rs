@@ -443,6 +443,7 @@ impl Coordinator {
             }
             let held = self.renew(&mut share).await;
             self.mirror(&mut share, &held).await;
+            self.reclaim_ended(&mut share).await;
             if self.partitions_changed(&mut share).await {
                 info!("the subscribed topics' partitions changed; joining again so they are assigned");
                 self.metrics.rebalanced("partitions_changed");
@@ -553,6 +554,33 @@ impl Coordinator {
                 warn!(error = %e, "cannot renew the partition claims");
                 Vec::new()
             }
+        }
+    }
+
+    /// Puts the partitions whose worker ended back to be claimed again: a
+    /// worker ends on its own when its claim was lost, e.g. when Redis was
+    /// out of reach for longer than the claim lasts. The partition is still
+    /// this member's in Kafka, so without this it would stall until the next
+    /// rebalance. Claiming again succeeds only if no newer generation has
+    /// claimed it (then a rebalance is on its way, and this member learns of
+    /// it at its next heartbeat); the new worker starts from what Redis
+    /// committed, and the ended one's uncommitted run is handled again.
+    async fn reclaim_ended(&mut self, share: &mut Share) {
+        let ended: Vec<TopicPartition> = share
+            .workers
+            .iter()
+            .filter(|(_, worker)| worker.task.is_finished())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in ended {
+            let Some(worker) = share.workers.remove(&tp) else {
+                continue;
+            };
+            if let Err(e) = worker.task.await {
+                warn!(partition = %tp, error = %e, "a partition worker ended abnormally");
+            }
+            info!(partition = %tp, "the partition's worker ended while this member owns it; claiming it again");
+            share.pending.insert(tp, None);
         }
     }
 

@@ -33,6 +33,10 @@
 //! - The pieces `cargo xtask` starts them from: [`tansu::TansuBroker`],
 //!   [`tansu::TlsTansu`] (tansu behind a [`tls_proxy::TlsProxy`]) and the
 //!   throwaway certificates of [`pki`].
+//! - [`fault_proxy::FaultProxy`]: latency, cuts and blackholes between a
+//!   client and a server, and [`netns::Jail`]: a process in a network
+//!   namespace of its own, cut off from one address or from everything; for
+//!   the fault scenarios (`cargo xtask faults`).
 
 #![allow(
     clippy::panic,
@@ -41,12 +45,14 @@
 )]
 #[cfg(feature = "containers")]
 mod containers;
+pub mod fault_proxy;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "logs")]
 pub mod logs;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+pub mod netns;
 pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -48,7 +48,7 @@
 //!   and assignments; `OffsetCommit` does not check the generation.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,12 +62,15 @@ pub struct TansuBroker {
     child: Child,
     binary: PathBuf,
     storage: String,
+    host: Ipv4Addr,
     port: u16,
     advertised: Option<String>,
     /// Appended to `tansu broker`'s arguments, at every (re)start.
     args: Vec<String>,
     log: PathBuf,
 }
+
+const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// How long a starting broker may take to answer before start fails.
 const START_BOUND: Duration = Duration::from_secs(60);
@@ -86,7 +89,14 @@ impl TansuBroker {
     /// SASL; [`restart`](Self::restart) passes them again.
     pub fn start_with_args(binary: &Path, storage: &str, dir: &Path, args: &[&str]) -> io::Result<Self> {
         let args = args.iter().map(|&a| a.to_owned()).collect();
-        Self::launch(binary, storage, spare_port()?, None, args, dir)
+        Self::launch(binary, storage, LOOPBACK, spare_port()?, None, args, dir)
+    }
+
+    /// Starts a broker listening on `host` (and advertising it) rather than
+    /// 127.0.0.1, e.g. a [`HostAddress`](crate::netns::HostAddress) that
+    /// processes in a [`Jail`](crate::netns::Jail) reach too.
+    pub fn start_on_host(binary: &Path, storage: &str, host: Ipv4Addr, dir: &Path) -> io::Result<Self> {
+        Self::launch(binary, storage, host, spare_port()?, None, Vec::new(), dir)
     }
 
     /// Starts a broker on a given port (to restart one where it was).
@@ -104,12 +114,13 @@ impl TansuBroker {
         advertised: Option<&str>,
         dir: &Path,
     ) -> io::Result<Self> {
-        Self::launch(binary, storage, port, advertised, Vec::new(), dir)
+        Self::launch(binary, storage, LOOPBACK, port, advertised, Vec::new(), dir)
     }
 
     fn launch(
         binary: &Path,
         storage: &str,
+        host: Ipv4Addr,
         port: u16,
         advertised: Option<&str>,
         args: Vec<String>,
@@ -118,7 +129,7 @@ impl TansuBroker {
         std::fs::create_dir_all(dir)?;
         let log = dir.join(format!("tansu-{port}.log"));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        let url = format!("tcp://127.0.0.1:{port}");
+        let url = format!("tcp://{host}:{port}");
         let advertised_url = match advertised {
             Some(address) => format!("tcp://{address}"),
             None => url.clone(),
@@ -142,6 +153,7 @@ impl TansuBroker {
             child,
             binary: binary.to_owned(),
             storage: storage.to_owned(),
+            host,
             port,
             advertised: advertised.map(str::to_owned),
             args,
@@ -151,9 +163,10 @@ impl TansuBroker {
         Ok(broker)
     }
 
-    /// `127.0.0.1:port`, as a bootstrap broker list.
+    /// `host:port` (`127.0.0.1:port` unless started on another host), as a
+    /// bootstrap broker list.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// The port it listens on.
@@ -188,6 +201,7 @@ impl TansuBroker {
         let fresh = Self::launch(
             &self.binary,
             &self.storage,
+            self.host,
             self.port,
             self.advertised.as_deref(),
             self.args.clone(),
@@ -209,7 +223,7 @@ impl TansuBroker {
     pub fn create_user(&self, mechanism: Scram, name: &str, password: &str) -> io::Result<()> {
         let output = Command::new(&self.binary)
             .args(["user", "create", "--broker"])
-            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .arg(format!("tcp://{}", self.address()))
             .args(["--mechanism", mechanism.tansu_name(), name, password])
             .stdin(Stdio::null())
             .output()?;
@@ -233,7 +247,7 @@ impl TansuBroker {
                     self.log.display()
                 )));
             }
-            if answers_api_versions(self.port) {
+            if answers_api_versions(SocketAddr::from((self.host, self.port))) {
                 return Ok(());
             }
             if started.elapsed() > START_BOUND {
@@ -321,8 +335,7 @@ pub fn spare_port() -> io::Result<u16> {
 }
 
 /// Whether a Kafka broker on `port` answers an ApiVersions (v0) request.
-fn answers_api_versions(port: u16) -> bool {
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
+fn answers_api_versions(address: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else {
         return false;
     };

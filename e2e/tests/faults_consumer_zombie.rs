@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{Group, Ownership};
+use mes_e2e::faults::Report;
 use mes_events_types::{DomainEvent, EventType};
 use serde_json::json;
 
@@ -36,7 +37,7 @@ async fn a_member_frozen_past_its_session_changes_nothing_when_it_wakes() {
     let mut b = group.spawn("b", &tx);
     owned.until(&lines, |o| o.of("a") == 2 && o.of("b") == 2 && o.disjoint());
     // Published once both run, so both have work (one event per request:
-    // see consumer_kill.rs).
+    // see faults_consumer_kill.rs).
     for event in &events {
         publisher.publish(event).await.unwrap();
     }
@@ -76,9 +77,18 @@ async fn a_member_frozen_past_its_session_changes_nothing_when_it_wakes() {
         }
     }
     b.wait();
-    group
-        .assert_effects_once_in_order(&events, ENTITIES, PER_ENTITY)
-        .await;
+    let audit = group.audit_effects(&events, ENTITIES, PER_ENTITY).await;
+    let mut report = Report::new(
+        "consumer_sigstop_zombie",
+        "one of two members SIGSTOPped past its session, removed from the group, then resumed",
+        format!("{} events over {ENTITIES} entities, 4 partitions", events.len()),
+    );
+    report
+        .none("events lost", audit.lost)
+        .none("effects applied twice", audit.doubled)
+        .none("entities whose effects are out of order", audit.out_of_order)
+        .figure("handled_by_the_zombie_before_it_froze", by_b as u64);
+    report.finish();
     println!(
         "b frozen after handling {by_b}; a finished the other {} events",
         events.len()
