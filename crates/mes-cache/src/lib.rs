@@ -162,9 +162,9 @@ mod stats;
 mod typed;
 mod warm;
 
-pub use backend::MemoryUsage;
 pub use backend::memory::InMemoryStore;
-pub use cache::ReferenceDataCache;
+pub use backend::{MemoryUsage, ServerStats};
+pub use cache::{ReferenceDataCache, StoredValue};
 pub use config::{CacheConfig, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL, DEFAULT_TTL, ReconnectPolicy};
 pub use envelope::{CacheEntry, Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, Result};
