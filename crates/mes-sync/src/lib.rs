@@ -143,7 +143,9 @@ pub use dispatch::{DispatchError, Dispatched};
 pub use error::{BoxError, Error};
 pub use handler::{Effects, HandlerError};
 pub use mes_kafka::KafkaConfig;
-pub use replay::{DeadLetterReplay, ReplayReport, ReplayedLetter};
+pub use replay::{
+    DeadLetter, DeadLetterReplay, ReplayReport, ReplayedLetter, UnreadableDeadLetter, read_dead_letters,
+};
 pub use state::TopicPartition;
 pub use stats::{ConsumerStats, GroupStats, PartitionStats};
 pub use sync::CacheSync;
