@@ -223,7 +223,7 @@ async fn invalidate(
             let bar = (expected >= LARGE_PREFIX && !out.json()).then(|| {
                 let bar = indicatif::ProgressBar::new(expected);
                 if let Ok(style) = indicatif::ProgressStyle::with_template(
-                    "{spinner} removing {prefix} [{bar:40}] {pos}/{len} keys, {per_sec}, {eta} left",
+                    "{spinner} removing {prefix} [{bar:30}] {pos}/{len} keys, {eta} left",
                 ) {
                     bar.set_style(style.progress_chars("=> "));
                 }
