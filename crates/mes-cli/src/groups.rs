@@ -132,19 +132,32 @@ pub(crate) async fn list(global: &Global, out: &Output) -> Result<(), Error> {
 pub(crate) async fn lag(group: &str, global: &Global, out: &Output) -> Result<(), Error> {
     let client = connect::kafka(global).await?;
     let (described, members) = describe(&client, group).await?;
+    // Every partition the group reads or has read: what its members are
+    // assigned and subscribe to, and whatever it committed, found by asking
+    // for its offsets of every partition of the cluster (one OffsetFetch).
+    let topics = client
+        .list_topics()
+        .await
+        .map_err(Error::kafka("list the topics"))?;
+    let every: Vec<(String, i32)> = topics
+        .iter()
+        .flat_map(|(topic, count)| (0..i32::try_from(*count).unwrap_or(i32::MAX)).map(|p| (topic.clone(), p)))
+        .collect();
     let committed: BTreeMap<(String, i32), i64> = client
-        .group_committed_offsets(group)
+        .group_offsets(group, &every)
         .await
         .map_err(Error::kafka(format!("committed offsets of group {group}")))?
         .into_iter()
+        .filter_map(|(at, offset)| offset.map(|offset| (at, offset)))
         .collect();
-    if members.is_empty() && committed.is_empty() && matches!(described.group_state.as_str(), "Dead" | "") {
+    if members.is_empty()
+        && committed.is_empty()
+        && matches!(described.group_state.as_str(), "Dead" | "Empty" | "")
+    {
         return Err(Error::NotFound(format!(
             "no consumer group {group:?}: no member and no committed offset (`mes groups` lists them)"
         )));
     }
-    // Every partition the group reads or has read: what its members are
-    // assigned and subscribe to, and what it committed.
     let mut owners: BTreeMap<(String, i32), &str> = BTreeMap::new();
     let mut partitions: BTreeSet<(String, i32)> = committed.keys().cloned().collect();
     for member in &members {
@@ -156,11 +169,12 @@ pub(crate) async fn lag(group: &str, global: &Global, out: &Output) -> Result<()
         }
     }
     let subscribed: BTreeSet<&String> = members.iter().flat_map(|m| &m.subscribed).collect();
-    for topic in subscribed {
-        if let Ok(metadata) = client.topic(topic).await {
-            partitions.extend(metadata.partitions.iter().map(|p| (topic.clone(), p.partition)));
-        }
-    }
+    partitions.extend(
+        every
+            .iter()
+            .filter(|(topic, _)| subscribed.contains(topic))
+            .cloned(),
+    );
     let mut rows = Vec::new();
     let mut listed = Vec::new();
     let mut total = 0i64;
@@ -224,4 +238,54 @@ pub(crate) async fn lag(group: &str, global: &Global, out: &Output) -> Result<()
         lines.push(format!("total lag {total}"));
         lines
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use mes_kafka::protocol::consumer_protocol::TopicPartitions;
+
+    use super::*;
+
+    fn described(metadata: Vec<u8>, assignment: Vec<u8>) -> DescribedGroupMember {
+        DescribedGroupMember {
+            member_id: "kafkajs-1".into(),
+            group_instance_id: None,
+            client_id: "work-order-service".into(),
+            client_host: "/10.0.3.9".into(),
+            member_metadata: metadata,
+            member_assignment: assignment,
+        }
+    }
+
+    /// What Kafka sends for a kafkajs or Java member: the consumer
+    /// protocol's subscription and assignment, decoded.
+    #[test]
+    fn members_are_read_through_the_consumer_protocol() {
+        let subscription = Subscription::new(vec!["mes.material.events".into()]).encode();
+        let assignment = Assignment::new(vec![TopicPartitions {
+            topic: "mes.material.events".into(),
+            partitions: vec![0, 2],
+        }])
+        .encode();
+        let member = Member::from_described(&described(subscription, assignment));
+        assert_eq!(member.subscribed, ["mes.material.events"]);
+        assert_eq!(member.assigned, [("mes.material.events".to_owned(), vec![0, 2])]);
+        assert_eq!(member.assignment_text(), "mes.material.events:0,2");
+        assert_eq!(
+            member.to_json(),
+            json!({"member_id": "kafkajs-1", "client_id": "work-order-service", "client_host": "/10.0.3.9",
+                   "subscribed": ["mes.material.events"], "assigned": {"mes.material.events": [0, 2]}})
+        );
+    }
+
+    /// A member between a join and its assignment, or a broker that says
+    /// nothing of it (tansu 0.6): no partitions, no failure.
+    #[test]
+    fn a_member_without_metadata_has_nothing_assigned() {
+        let member = Member::from_described(&described(Vec::new(), Vec::new()));
+        assert!(member.subscribed.is_empty() && member.assigned.is_empty());
+        assert_eq!(member.assignment_text(), "(nothing assigned)");
+        let garbage = Member::from_described(&described(vec![0xff; 3], vec![0xff; 3]));
+        assert!(garbage.assigned.is_empty());
+    }
 }

@@ -714,41 +714,6 @@ impl KafkaClient {
     }
 }
 
-impl KafkaClient {
-    /// Every offset `group` has committed, whatever the topic (an
-    /// `OffsetFetch` of all partitions, v2+): what a lag report starts from
-    /// when the group has no member to say what it reads.
-    pub async fn group_committed_offsets(&self, group: &str) -> Result<Vec<((String, i32), i64)>> {
-        let coordinator = self.group_coordinator(group).await?;
-        let answer = coordinator
-            .call(&OffsetFetchRequest {
-                group_id: group.to_owned(),
-                topics: None,
-            })
-            .await?;
-        if answer.error_code != 0 {
-            return Err(Error::broker(
-                format!("OffsetFetch of group {group}"),
-                answer.error_code,
-            ));
-        }
-        let mut found: Vec<((String, i32), i64)> = answer
-            .topics
-            .into_iter()
-            .flat_map(|topic| {
-                let name = topic.name;
-                topic
-                    .partitions
-                    .into_iter()
-                    .filter(|p| p.error_code == 0 && p.committed_offset >= 0)
-                    .map(move |p| ((name.clone(), p.partition_index), p.committed_offset))
-            })
-            .collect();
-        found.sort();
-        Ok(found)
-    }
-}
-
 fn millis(duration: Duration) -> i32 {
     i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
 }
