@@ -87,6 +87,12 @@
 //!   ([`ReferenceDataCache::stats`]); a `tracing` span per operation
 //!   (`mes_cache.*`).
 //! - [`get_or_load`](ReferenceDataCache::get_or_load) with single-flight.
+//! - For tools (the `mes` command line): [`inspect`](ReferenceDataCache::inspect)
+//!   (a key's bytes and TTL as they are, nothing counted or removed),
+//!   [`key_counts`](ReferenceDataCache::key_counts) per prefix,
+//!   [`server_stats`](ReferenceDataCache::server_stats) (`INFO`: memory,
+//!   server-wide hit rate) and
+//!   [`invalidate_all_with_progress`](ReferenceDataCache::invalidate_all_with_progress).
 //! - Keys live under a configurable namespace (`mes:cache` by default, the
 //!   legacy one).
 //!

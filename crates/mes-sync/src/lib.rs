@@ -26,7 +26,9 @@
 //!   then its record goes to `{topic}.dlq` with the reason, attempt count,
 //!   group and source position in its headers; an undecodable record goes
 //!   there at once. If the dead-letter topic cannot be written, the
-//!   partition waits and retries: nothing is dropped.
+//!   partition waits and retries: nothing is dropped. [`read_dead_letters`]
+//!   lists them with those headers read, and [`DeadLetterReplay`] puts
+//!   chosen ones back on their topic (both behind `mes dlq`).
 //! - **Exactly-once Redis effects.** A handler may return [`Effects`],
 //!   applied atomically with the commit.
 //! - **Cache sync rules as data.** [`CacheSync`] says which cache entries an
