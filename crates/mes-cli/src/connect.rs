@@ -14,13 +14,7 @@ pub(crate) fn cache_config(global: &Global) -> Result<CacheConfig, Error> {
         Some(url) => CacheConfig::from_url(url),
         None => CacheConfig::from_env(),
     }
-    .map_err(|source| Error::Cache {
-        url: global
-            .redis_url
-            .as_deref()
-            .map_or_else(|| "REDIS_URL".to_owned(), mes_redact::redact_url),
-        source,
-    })?;
+    .map_err(Error::CacheSettings)?;
     // One connection, no reconnecting: a tool fails at once and says why.
     Ok(config
         .namespace(global.namespace.clone())

@@ -18,6 +18,10 @@ pub(crate) enum Error {
     #[error("not confirmed: nothing was changed")]
     Declined,
 
+    /// The cache's settings cannot be used (a malformed URL).
+    #[error("Redis settings")]
+    CacheSettings(#[source] mes_cache::Error),
+
     /// The cache failed (connecting, or a command).
     #[error("Redis at {url}")]
     Cache {
@@ -64,7 +68,7 @@ impl Error {
     /// declined confirmation.
     pub(crate) fn exit_code(&self) -> ExitCode {
         let code = match self {
-            Self::Usage(_) => 2,
+            Self::Usage(_) | Self::CacheSettings(_) => 2,
             Self::NotFound(_) => 3,
             Self::Declined => 4,
             Self::Cache {
