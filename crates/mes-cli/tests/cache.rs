@@ -283,3 +283,64 @@ fn help_lists_the_exit_codes_and_completions_are_generated() {
     let unknown = run(mes().args(["completions", "tcsh"]));
     assert_eq!(unknown.code, 2, "{unknown:?}");
 }
+
+/// `mes` on a terminal (`script`, from util-linux: Debian's essential
+/// bsdutils), answering `answer` to its question. stdout and stderr both
+/// come back in `stdout`, as the terminal showed them.
+fn on_a_terminal(ns: &Namespace, args: &str, answer: &str) -> common::Run {
+    use std::io::Write;
+    let line = format!("{} {args} --namespace {}", env!("CARGO_BIN_EXE_mes"), ns.name);
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("REDIS_URL", mes_testkit::redis_url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+    common::finish(child)
+}
+
+#[tokio::test]
+async fn on_a_terminal_it_asks_and_shows_progress() {
+    let ns = Namespace::new("terminal").await;
+    ns.cache
+        .set_many(
+            &CacheKeyPrefix::Part,
+            (0..1500).map(|i| (format!("P-{i}"), i)),
+            None,
+        )
+        .await
+        .unwrap();
+    ns.cache
+        .set(&CacheKeyPrefix::User, "U-1", &"ada", None)
+        .await
+        .unwrap();
+
+    let declined = on_a_terminal(&ns, "cache invalidate user U-1", "n\n");
+    assert_eq!(declined.code, 4, "{declined:?}");
+    assert!(declined.stdout.contains("U-1 from redis://"), "{declined:?}");
+    assert!(declined.stdout.contains("[y/N]") && declined.stdout.contains("nothing was changed"));
+    assert!(
+        ns.cache
+            .get::<String>(&CacheKeyPrefix::User, "U-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let confirmed = on_a_terminal(&ns, "cache invalidate part --all", "y\n");
+    assert_eq!(confirmed.code, 0, "{confirmed:?}");
+    assert!(confirmed.stdout.contains("(1500 keys)"), "{confirmed:?}");
+    assert!(
+        confirmed.stdout.contains("removing part ["),
+        "a progress bar: {confirmed:?}"
+    );
+    assert!(
+        confirmed.stdout.contains("removed 1500 entries of prefix part"),
+        "{confirmed:?}"
+    );
+    assert_eq!(ns.cache.stats(&CacheKeyPrefix::Part).await.unwrap().key_count, 0);
+    ns.cleanup().await;
+}
