@@ -72,6 +72,8 @@ pub(crate) enum Command {
         after_help = "Replaces `kafka-topics.sh --list` and `kafka-get-offsets.sh`.\n\nExamples:\n  mes topics\n  mes topics --all --json"
     )]
     Topics {
+        /// Only topics whose name starts with this.
+        prefix: Option<String>,
         /// Every topic, not only mes.* ones.
         #[arg(long)]
         all: bool,

@@ -96,7 +96,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let global = &cli.global;
     match &cli.command {
         Command::Cache(command) => cache::run(command, global, &out).await,
-        Command::Topics { all } => topics::run(*all, global, &out).await,
+        Command::Topics { prefix, all } => topics::run(prefix.as_deref(), *all, global, &out).await,
         Command::Tail(args) => tail::run(args, global, &out).await,
         Command::Groups => groups::list(global, &out).await,
         Command::Lag { group } => groups::lag(group, global, &out).await,

@@ -12,7 +12,7 @@ use crate::output::{Output, table};
 /// `mes_events_types::topic_for_type`) and their `.dlq` topics.
 const MES_TOPIC_PREFIX: &str = "mes.";
 
-pub(crate) async fn run(all: bool, global: &Global, out: &Output) -> Result<(), Error> {
+pub(crate) async fn run(prefix: Option<&str>, all: bool, global: &Global, out: &Output) -> Result<(), Error> {
     let client = connect::kafka(global).await?;
     let topics = client
         .list_topics()
@@ -21,7 +21,7 @@ pub(crate) async fn run(all: bool, global: &Global, out: &Output) -> Result<(), 
     let mut rows = Vec::new();
     let mut listed = Vec::new();
     for (topic, partitions) in topics {
-        if !all && !topic.starts_with(MES_TOPIC_PREFIX) {
+        if (!all && !topic.starts_with(MES_TOPIC_PREFIX)) || prefix.is_some_and(|p| !topic.starts_with(p)) {
             continue;
         }
         let mut offsets = Vec::new();
@@ -45,10 +45,10 @@ pub(crate) async fn run(all: bool, global: &Global, out: &Output) -> Result<(), 
     }
     out.result(&Value::Array(listed), || {
         if rows.is_empty() {
-            return vec![if all {
-                "no topic".to_owned()
-            } else {
-                "no MES topic (mes.*); --all lists every topic".to_owned()
+            return vec![match (prefix, all) {
+                (Some(prefix), _) => format!("no topic starting with {prefix}"),
+                (None, true) => "no topic".to_owned(),
+                (None, false) => "no MES topic (mes.*); --all lists every topic".to_owned(),
             }];
         }
         table(
