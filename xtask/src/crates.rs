@@ -11,7 +11,12 @@ pub(crate) const PUBLISH_ORDER: &[&str] = &[
     "mes-cache",
     "mes-publisher",
     "mes-sync",
+    "mes-cli",
 ];
+
+/// Published crates that are a binary only (no library): they have no
+/// public API for the external types check.
+pub(crate) const BINARY_ONLY: &[&str] = &["mes-cli"];
 
 /// Crates that do I/O or run an async runtime; a service that takes the
 /// event schemas alone must not get any of them.

@@ -201,6 +201,7 @@ fn publishable_crates_carry_registry_metadata_and_versioned_internal_deps() {
         publishable,
         [
             "mes-cache",
+            "mes-cli",
             "mes-events-types",
             "mes-kafka",
             "mes-publisher",
@@ -239,6 +240,31 @@ fn publish_order_lists_the_publishable_crates_after_their_internal_dependencies(
                 );
             }
         }
+    }
+}
+
+/// The crates the external types check skips have no library to check.
+#[test]
+fn binary_only_crates_have_no_library() {
+    let metadata = metadata();
+    for name in crates::BINARY_ONLY {
+        let package = metadata["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == *name)
+            .unwrap();
+        let kinds: Vec<&Value> = package["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["kind"].as_array().unwrap())
+            .collect();
+        assert!(
+            !kinds.iter().any(|k| *k == "lib"),
+            "{name} has a library: the external types check must cover it"
+        );
+        assert!(kinds.iter().any(|k| *k == "bin"), "{name}: {kinds:?}");
     }
 }
 

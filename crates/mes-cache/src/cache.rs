@@ -1,6 +1,6 @@
 //! [`ReferenceDataCache`]: the whole legacy API, typed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::backend::memory::InMemoryStore;
 use crate::backend::redis::RedisBackend;
 use crate::backend::tracking::Tracker;
-use crate::backend::{Backend, Raw};
+use crate::backend::{Backend, Raw, ServerStats};
 use crate::config::CacheConfig;
 use crate::envelope::{CacheEntry, Clock, EnvelopeRef, decode};
 use crate::error::{BoxError, Error, Result};
@@ -52,6 +52,30 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Sender<bool>,
     closed: AtomicBool,
     near: Option<Near>,
+}
+
+/// What Redis holds under one key, read by
+/// [`ReferenceDataCache::inspect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredValue {
+    /// The Redis key.
+    pub key: String,
+    /// The value, byte for byte.
+    pub bytes: Vec<u8>,
+    /// How long Redis keeps the key (`PTTL`); `None` for a key without a TTL.
+    pub redis_ttl: Option<Duration>,
+}
+
+impl StoredValue {
+    /// The legacy envelope of the value, with `data` read as `T`
+    /// (`serde_json::Value` for any), or why it is not one.
+    ///
+    /// # Errors
+    /// The parser's error, as [`CacheEntry::decode`].
+    pub fn decode<T: DeserializeOwned>(&self) -> std::result::Result<CacheEntry<T>, serde_json::Error> {
+        CacheEntry::decode(&self.bytes)
+    }
 }
 
 /// The near cache and what keeps it right.
@@ -878,7 +902,7 @@ impl ReferenceDataCache {
         let counters = self.counters_for(&CacheKeyPrefix::new(
             pattern.split(':').next().unwrap_or("").to_owned(),
         ));
-        self.scan_unlink(full, Operation::InvalidatePattern, &counters)
+        self.scan_unlink(full, Operation::InvalidatePattern, &counters, &mut |_| {})
             .await
     }
 
@@ -888,13 +912,30 @@ impl ReferenceDataCache {
     /// # Errors
     /// [`Error::Redis`], [`Error::Closed`].
     pub async fn invalidate_all(&self, prefix: &CacheKeyPrefix) -> Result<u64> {
+        self.invalidate_all_with_progress(prefix, |_| {}).await
+    }
+
+    /// [`invalidate_all`](Self::invalidate_all), calling `on_page` with the
+    /// number of keys each `SCAN` page removed as it goes: a prefix of
+    /// millions of keys takes a while, and an operator wants to see it move
+    /// (the `mes` command line draws a progress bar with it; the total to
+    /// expect is [`stats`](Self::stats)' `key_count`).
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`]; the pages removed before a
+    /// failure stay removed (and were reported).
+    pub async fn invalidate_all_with_progress(
+        &self,
+        prefix: &CacheKeyPrefix,
+        mut on_page: impl FnMut(u64) + Send,
+    ) -> Result<u64> {
         let pattern = format!(
             "{}:{}:*",
             self.inner.escaped_namespace,
             escape_glob(prefix.as_str())
         );
         let counters = self.counters_for(prefix);
-        self.scan_unlink(pattern, Operation::InvalidateAll, &counters)
+        self.scan_unlink(pattern, Operation::InvalidateAll, &counters, &mut on_page)
             .await
     }
 
@@ -905,10 +946,17 @@ impl ReferenceDataCache {
     pub async fn clear_all(&self) -> Result<u64> {
         let pattern = format!("{}:*", self.inner.escaped_namespace);
         let counters = self.counters_for(&CacheKeyPrefix::new("*"));
-        self.scan_unlink(pattern, Operation::ClearAll, &counters).await
+        self.scan_unlink(pattern, Operation::ClearAll, &counters, &mut |_| {})
+            .await
     }
 
-    async fn scan_unlink(&self, pattern: String, operation: Operation, counters: &Counters) -> Result<u64> {
+    async fn scan_unlink(
+        &self,
+        pattern: String,
+        operation: Operation,
+        counters: &Counters,
+        on_page: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64> {
         let name = operation.label();
         let span = info_span!("mes_cache.scan_unlink", operation = name, pattern = %pattern, removed = tracing::field::Empty);
         let remove = async {
@@ -916,7 +964,7 @@ impl ReferenceDataCache {
             let removed = self
                 .inner
                 .backend
-                .scan_unlink(&pattern, self.inner.scan_page_size)
+                .scan_unlink(&pattern, self.inner.scan_page_size, on_page)
                 .await;
             if let Some(near) = &self.inner.near {
                 near.l1.invalidate_matching(&pattern);
@@ -957,9 +1005,10 @@ impl ReferenceDataCache {
             let memory = self
                 .inner
                 .backend
-                .memory()
+                .server_stats()
                 .await
-                .map_err(|e| self.failed(&counters, "stats", e))?;
+                .map_err(|e| self.failed(&counters, "stats", e))?
+                .memory;
             let snapshot = counters.snapshot();
             Ok(CacheStats {
                 prefix: prefix.as_str().to_owned(),
@@ -968,6 +1017,97 @@ impl ReferenceDataCache {
                 key_count,
                 memory,
             })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// How many keys each prefix holds in the namespace, in one `SCAN` of
+    /// it (on every primary): the prefixes present, whatever their names,
+    /// not only the [known](CacheKeyPrefix::KNOWN) ones. A key is counted
+    /// under the text between the namespace's `:` and the next `:`.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn key_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let span = info_span!("mes_cache.key_counts");
+        async {
+            self.check_open()?;
+            let start = self.inner.namespace.len() + 1;
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            let mut count = |key: &[u8]| {
+                let rest = key.get(start..).unwrap_or_default();
+                let prefix = rest.split(|b| *b == b':').next().unwrap_or_default();
+                let prefix = String::from_utf8_lossy(prefix);
+                match counts.get_mut(prefix.as_ref()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        counts.insert(prefix.into_owned(), 1);
+                    }
+                }
+            };
+            self.inner
+                .backend
+                .scan_keys(
+                    &format!("{}:*", self.inner.escaped_namespace),
+                    self.inner.scan_page_size,
+                    &mut count,
+                )
+                .await
+                .map_err(|e| Error::redis("key_counts", e))?;
+            Ok(counts)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// What the Redis server says of itself (`INFO`, every primary in
+    /// Cluster mode): memory, and the keyspace hits and misses of every
+    /// client since it started, the server-wide hit rate (where
+    /// [`stats`](Self::stats) has this process's). The in-memory store
+    /// counts no hits.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn server_stats(&self) -> Result<ServerStats> {
+        let span = info_span!("mes_cache.server_stats");
+        async {
+            self.check_open()?;
+            self.inner
+                .backend
+                .server_stats()
+                .await
+                .map_err(|e| Error::redis("server_stats", e))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// What Redis holds under a key, as it is: the bytes and the key's
+    /// TTL in Redis, for a tool or a person looking at one entry
+    /// ([`StoredValue::decode`] reads the envelope, or says why it cannot).
+    /// Unlike [`get_entry`](Self::get_entry) it counts nothing, skips the
+    /// near cache, and removes nothing: an expired or corrupt value stays
+    /// there to be looked at. `Ok(None)`: no such key.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Closed`].
+    pub async fn inspect(&self, prefix: &CacheKeyPrefix, id: &str) -> Result<Option<StoredValue>> {
+        let span = info_span!("mes_cache.inspect", prefix = %prefix, id);
+        async {
+            self.check_open()?;
+            let key = self.key(prefix, id);
+            let (raw, pttl_ms) = self
+                .inner
+                .backend
+                .get_with_pttl(key.clone())
+                .await
+                .map_err(|e| Error::redis("inspect", e))?;
+            Ok(raw.map(|bytes| StoredValue {
+                key,
+                bytes: bytes.to_vec(),
+                redis_ttl: u64::try_from(pttl_ms).ok().map(Duration::from_millis),
+            }))
         }
         .instrument(span)
         .await

@@ -47,6 +47,45 @@ impl<T> CacheEntry<T> {
     pub fn is_expired_at(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.cached_at_ms) > self.ttl_secs.saturating_mul(1000)
     }
+
+    /// How long ago it was written (`now_ms - cachedAt`; zero for an entry
+    /// stamped in the future).
+    pub fn age_at(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.cached_at_ms))
+    }
+
+    /// How long the legacy expiry rule keeps it live from `now_ms` on
+    /// (`cachedAt + ttl * 1000 - now_ms`); zero once it is expired.
+    pub fn ttl_left_at(&self, now_ms: u64) -> Duration {
+        let until = self
+            .cached_at_ms
+            .saturating_add(self.ttl_secs.saturating_mul(1000));
+        Duration::from_millis(until.saturating_sub(now_ms))
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> CacheEntry<T> {
+    /// Decodes a value as Redis holds it: the legacy envelope with `data`
+    /// read as `T` (`serde_json::Value` reads any). What the cache's reads
+    /// do, for a tool that has the raw bytes
+    /// ([`ReferenceDataCache::inspect`](crate::ReferenceDataCache::inspect)).
+    ///
+    /// ```
+    /// use mes_cache::CacheEntry;
+    ///
+    /// let entry = CacheEntry::<serde_json::Value>::decode(br#"{"data":{"a":1},"cachedAt":1000,"ttl":2,"version":"v2"}"#)?;
+    /// assert_eq!((entry.cached_at_ms, entry.ttl_secs, entry.version.as_deref()), (1000, 2, Some("v2")));
+    /// assert_eq!(entry.ttl_left_at(2_500), std::time::Duration::from_millis(500));
+    /// assert!(CacheEntry::<serde_json::Value>::decode(b"not json").is_err());
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The parser's error when the bytes are not the envelope or `data` is
+    /// not a `T`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        decode(bytes)
+    }
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(
@@ -150,5 +189,9 @@ mod tests {
         assert!(!entry.is_expired_at(2_000));
         assert!(entry.is_expired_at(2_001));
         assert!(!entry.is_expired_at(0));
+        assert_eq!(entry.ttl_left_at(1_400), Duration::from_millis(600));
+        assert_eq!(entry.ttl_left_at(2_001), Duration::ZERO);
+        assert_eq!(entry.age_at(1_250), Duration::from_millis(250));
+        assert_eq!(entry.age_at(500), Duration::ZERO);
     }
 }

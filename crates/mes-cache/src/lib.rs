@@ -87,6 +87,12 @@
 //!   ([`ReferenceDataCache::stats`]); a `tracing` span per operation
 //!   (`mes_cache.*`).
 //! - [`get_or_load`](ReferenceDataCache::get_or_load) with single-flight.
+//! - For tools (the `mes` command line): [`inspect`](ReferenceDataCache::inspect)
+//!   (a key's bytes and TTL as they are, nothing counted or removed),
+//!   [`key_counts`](ReferenceDataCache::key_counts) per prefix,
+//!   [`server_stats`](ReferenceDataCache::server_stats) (`INFO`: memory,
+//!   server-wide hit rate) and
+//!   [`invalidate_all_with_progress`](ReferenceDataCache::invalidate_all_with_progress).
 //! - Keys live under a configurable namespace (`mes:cache` by default, the
 //!   legacy one).
 //!
@@ -188,9 +194,9 @@ mod stats;
 mod typed;
 mod warm;
 
-pub use backend::MemoryUsage;
 pub use backend::memory::InMemoryStore;
-pub use cache::ReferenceDataCache;
+pub use backend::{MemoryUsage, ServerStats};
+pub use cache::{ReferenceDataCache, StoredValue};
 pub use config::{CacheConfig, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL, DEFAULT_TTL, ReconnectPolicy};
 pub use envelope::{CacheEntry, Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, Result};

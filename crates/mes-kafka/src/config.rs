@@ -101,6 +101,25 @@ impl KafkaConfig {
         Ok(config)
     }
 
+    /// Replaces the bootstrap brokers with a comma-separated `host:port`
+    /// list (the form of `KAFKA_BROKERS`), keeping every other setting: a
+    /// tool's `--brokers` over [`from_env`](Self::from_env)'s TLS and SASL.
+    ///
+    /// ```
+    /// let config = mes_kafka::KafkaConfig::new(["a:9092"]).client_id("tool").bootstrap_brokers("b:9092, c:9093")?;
+    /// assert_eq!((config.brokers(), config.get_client_id()), (&["b:9092".to_owned(), "c:9093".to_owned()][..], "tool"));
+    /// # Ok::<(), mes_kafka::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty list or an entry that is not
+    /// `host:port`, as parsing a configuration.
+    pub fn bootstrap_brokers(mut self, brokers: &str) -> Result<Self, Error> {
+        let parsed: Self = brokers.parse()?;
+        self.brokers = parsed.brokers;
+        Ok(self)
+    }
+
     /// The client id the broker sees (legacy `clientId`).
     #[must_use]
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
@@ -553,6 +572,20 @@ impl TlsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bootstrap_brokers_replace_the_list_and_keep_the_rest() {
+        let config = KafkaConfig::new(["a:1"])
+            .client_id("tool")
+            .sasl(SaslCredentials::new(SaslMechanism::Plain, "u", "p"))
+            .bootstrap_brokers("b:2,c:3")
+            .unwrap();
+        assert_eq!(config.brokers(), ["b:2", "c:3"]);
+        assert_eq!(config.get_client_id(), "tool");
+        assert!(config.sasl.is_some());
+        assert!(KafkaConfig::new(["a:1"]).bootstrap_brokers("").is_err());
+        assert!(KafkaConfig::new(["a:1"]).bootstrap_brokers("no-port").is_err());
+    }
 
     #[test]
     fn default_retry_budget_is_eight_doubling_backoffs_from_100ms() {

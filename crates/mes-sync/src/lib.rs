@@ -26,7 +26,9 @@
 //!   then its record goes to `{topic}.dlq` with the reason, attempt count,
 //!   group and source position in its headers; an undecodable record goes
 //!   there at once. If the dead-letter topic cannot be written, the
-//!   partition waits and retries: nothing is dropped.
+//!   partition waits and retries: nothing is dropped. [`read_dead_letters`]
+//!   lists them with those headers read, and [`DeadLetterReplay`] puts
+//!   chosen ones back on their topic (both behind `mes dlq`).
 //! - **Exactly-once Redis effects.** A handler may return [`Effects`],
 //!   applied atomically with the commit.
 //! - **Cache sync rules as data.** [`CacheSync`] says which cache entries an
@@ -143,7 +145,9 @@ pub use dispatch::{DispatchError, Dispatched};
 pub use error::{BoxError, Error};
 pub use handler::{Effects, HandlerError};
 pub use mes_kafka::KafkaConfig;
-pub use replay::{DeadLetterReplay, ReplayReport, ReplayedLetter};
+pub use replay::{
+    DeadLetter, DeadLetterReplay, ReplayReport, ReplayedLetter, UnreadableDeadLetter, read_dead_letters,
+};
 pub use state::TopicPartition;
 pub use stats::{ConsumerStats, GroupStats, PartitionStats};
 pub use sync::CacheSync;

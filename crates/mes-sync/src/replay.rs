@@ -4,6 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mes_events_types::{EventType, KafkaRecord, decode};
+use mes_kafka::protocol::record_batch::Record;
 use mes_kafka::{Error as KafkaError, KafkaClient, OffsetSpec, PartitionFetcher};
 use mes_publisher::{EventPublisher, PublisherConfig};
 
@@ -147,27 +148,28 @@ impl DeadLetterReplay {
     }
 
     /// Whether a dead letter is one to replay.
-    fn matches(&self, letter: &KafkaRecord, timestamp_ms: i64) -> bool {
-        let header = |name: &str| letter.header(name).map(String::from_utf8_lossy);
-        if header("mes-dlq-group").as_deref() != Some(self.config.group_id.as_str()) {
+    fn matches(&self, letter: &DeadLetter) -> bool {
+        if letter.group.as_deref() != Some(self.config.group_id.as_str()) {
             return false;
         }
         if let Some(text) = &self.reason_contains
-            && !header("mes-dlq-reason").is_some_and(|reason| reason.contains(text.as_str()))
+            && !letter
+                .reason
+                .as_deref()
+                .is_some_and(|reason| reason.contains(text.as_str()))
         {
             return false;
         }
-        if self.dead_lettered_from_ms.is_some_and(|from| timestamp_ms < from)
-            || self
-                .dead_lettered_until_ms
-                .is_some_and(|until| timestamp_ms >= until)
+        let at = letter.dead_lettered_at_ms;
+        if self.dead_lettered_from_ms.is_some_and(|from| at < from)
+            || self.dead_lettered_until_ms.is_some_and(|until| at >= until)
         {
             return false;
         }
         if self.event_type.is_none() && self.entity_id.is_none() {
             return true;
         }
-        let Ok(event) = decode(&original(letter)) else {
+        let Ok(event) = decode(&letter.record) else {
             return false;
         };
         self.event_type.as_ref().is_none_or(|t| event.event_type() == t)
@@ -180,7 +182,6 @@ impl DeadLetterReplay {
     /// Reads the whole dead-letter topic as it is now, and republishes the
     /// matching letters (unless this is a dry run).
     pub async fn run(self) -> Result<ReplayReport, Error> {
-        let dead_letters = format!("{}.dlq", self.topic);
         let client = KafkaClient::connect(self.config.kafka.clone())
             .await
             .map_err(kafka_error("connect"))?;
@@ -188,52 +189,16 @@ impl DeadLetterReplay {
             dry_run: self.dry_run,
             ..ReplayReport::default()
         };
-        let partitions = match client.topic(&dead_letters).await {
-            Ok(metadata) => metadata
-                .partitions
-                .iter()
-                .map(|p| p.partition)
-                .collect::<Vec<_>>(),
-            Err(KafkaError::UnknownTopic { .. }) => return Ok(report),
-            Err(e) => return Err(kafka_error("read the dead-letter topic's metadata")(e)),
-        };
         let mut chosen = Vec::new();
-        for partition in partitions {
-            let end = client
-                .list_offset(&dead_letters, partition, OffsetSpec::Latest)
-                .await
-                .map_err(kafka_error("read the dead-letter topic's end"))?;
-            let mut offset = client
-                .list_offset(&dead_letters, partition, OffsetSpec::Earliest)
-                .await
-                .map_err(kafka_error("read the dead-letter topic's start"))?;
-            let mut fetcher = PartitionFetcher::new(client.clone(), &dead_letters, partition);
-            while offset < end {
-                let fetched = fetcher
-                    .fetch(offset)
-                    .await
-                    .map_err(kafka_error("read the dead-letter topic"))?;
-                for record in fetched.records {
-                    // A dead letter we cannot read is not ours to replay.
-                    let Ok(record) = record else { continue };
-                    if record.offset >= end {
-                        break;
-                    }
-                    report.examined += 1;
-                    let at = record.offset;
-                    let timestamp_ms = record.timestamp_ms;
-                    let letter = KafkaRecord {
-                        key: record.key,
-                        headers: headers(record.headers),
-                        value: record.value,
-                    };
-                    if self.matches(&letter, timestamp_ms) {
-                        chosen.push((partition, at, letter));
-                    }
-                }
-                offset = offset.max(fetched.next_offset);
+        read_dead_letters(&client, &self.topic, |letter| {
+            // A dead letter we cannot read is not ours to replay.
+            let Ok(letter) = letter else { return };
+            report.examined += 1;
+            if self.matches(&letter) {
+                chosen.push(letter);
             }
-        }
+        })
+        .await?;
 
         let state = if self.dry_run {
             None
@@ -253,37 +218,28 @@ impl DeadLetterReplay {
             let config = PublisherConfig::with_kafka(self.config.kafka.clone());
             Some(EventPublisher::connect(config).await.map_err(Error::DeadLetter)?)
         };
-        for (partition, at, letter) in chosen {
-            if letter.value.is_none() {
+        for letter in chosen {
+            if letter.record.value.is_none() {
                 report.unreplayable += 1;
                 continue;
             }
-            let header = |name: &str| {
-                letter
-                    .header(name)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
             let replayed = ReplayedLetter {
-                event_id: decode(&original(&letter)).ok().map(|e| e.id().to_string()),
+                event_id: decode(&letter.record).ok().map(|e| e.id().to_string()),
                 source: TopicPartition {
                     topic: self.topic.clone(),
-                    partition: header("mes-dlq-source-partition").parse().unwrap_or(-1),
+                    partition: letter.source_partition.unwrap_or(-1),
                 },
-                source_offset: header("mes-dlq-source-offset").parse().unwrap_or(-1),
-                reason: header("mes-dlq-reason"),
-                dead_letter: TopicPartition {
-                    topic: dead_letters.clone(),
-                    partition,
-                },
-                dead_letter_offset: at,
+                source_offset: letter.source_offset.unwrap_or(-1),
+                reason: letter.reason.clone().unwrap_or_default(),
+                dead_letter: letter.dead_letter.clone(),
+                dead_letter_offset: letter.dead_letter_offset,
             };
             if let (Some(state), Some(publisher)) = (&state, &publisher) {
                 if let Some(id) = &replayed.event_id {
                     state.unmark(id).await?;
                 }
                 publisher
-                    .publish_record(&self.topic, original(&letter))
+                    .publish_record(&self.topic, letter.record)
                     .await
                     .map_err(Error::DeadLetter)?;
             }
@@ -296,6 +252,148 @@ impl DeadLetterReplay {
             state.close().await;
         }
         Ok(report)
+    }
+}
+
+/// One record of a dead-letter topic `{topic}.dlq`, as a consumer wrote it:
+/// the record that failed, and why, from its `mes-dlq-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Where the dead letter is (`{topic}.dlq` and its partition).
+    pub dead_letter: TopicPartition,
+    /// Its offset there.
+    pub dead_letter_offset: i64,
+    /// When it was dead-lettered (the dead letter's timestamp, ms since the
+    /// epoch).
+    pub dead_lettered_at_ms: i64,
+    /// The group whose handler gave up on it (`mes-dlq-group`).
+    pub group: Option<String>,
+    /// Why (`mes-dlq-reason`): the handler's error, or why the record could
+    /// not be decoded or read.
+    pub reason: Option<String>,
+    /// Handler attempts made (`mes-dlq-attempts`; 0 for a record that was
+    /// never handled: undecodable or unreadable).
+    pub attempts: Option<u32>,
+    /// The partition of the topic it failed in (`mes-dlq-source-partition`).
+    pub source_partition: Option<i32>,
+    /// Its offset there (`mes-dlq-source-offset`).
+    pub source_offset: Option<i64>,
+    /// The record as it was before it was dead-lettered: the `mes-dlq-*`
+    /// headers removed, key, value and the other headers (order kept) as
+    /// they were. No value: a record that could not be read at all, known
+    /// by its offsets only.
+    pub record: KafkaRecord,
+}
+
+/// A record of `{topic}.dlq` that cannot be read itself (a batch with a bad
+/// checksum, say): its offsets and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnreadableDeadLetter {
+    /// Where it is.
+    pub dead_letter: TopicPartition,
+    /// The first offset concerned.
+    pub first_offset: i64,
+    /// The last offset concerned.
+    pub last_offset: i64,
+    /// What is wrong with it.
+    pub error: String,
+}
+
+/// Reads every dead letter of `topic` (from `{topic}.dlq`, every partition,
+/// from its start to its end as they are now) and hands each to `each`, in
+/// partition and offset order; a record that cannot be read is handed over
+/// as [`UnreadableDeadLetter`], never skipped. What [`DeadLetterReplay`]
+/// reads, and what a tool lists.
+///
+/// Returns how many records it handed over, or `None` when `{topic}.dlq`
+/// does not exist (nothing was ever dead-lettered from `topic`).
+///
+/// # Errors
+/// [`Error::Kafka`] when the dead-letter topic cannot be read.
+pub async fn read_dead_letters(
+    client: &KafkaClient,
+    topic: &str,
+    mut each: impl FnMut(Result<DeadLetter, UnreadableDeadLetter>),
+) -> Result<Option<u64>, Error> {
+    let dead_letters = format!("{topic}.dlq");
+    let partitions = match client.topic(&dead_letters).await {
+        Ok(metadata) => metadata
+            .partitions
+            .iter()
+            .map(|p| p.partition)
+            .collect::<Vec<_>>(),
+        Err(KafkaError::UnknownTopic { .. }) => return Ok(None),
+        Err(e) => return Err(kafka_error("read the dead-letter topic's metadata")(e)),
+    };
+    let mut read = 0u64;
+    for partition in partitions {
+        let at = TopicPartition {
+            topic: dead_letters.clone(),
+            partition,
+        };
+        let end = client
+            .list_offset(&dead_letters, partition, OffsetSpec::Latest)
+            .await
+            .map_err(kafka_error("read the dead-letter topic's end"))?;
+        let mut offset = client
+            .list_offset(&dead_letters, partition, OffsetSpec::Earliest)
+            .await
+            .map_err(kafka_error("read the dead-letter topic's start"))?;
+        let mut fetcher = PartitionFetcher::new(client.clone(), &dead_letters, partition);
+        while offset < end {
+            let fetched = fetcher
+                .fetch(offset)
+                .await
+                .map_err(kafka_error("read the dead-letter topic"))?;
+            for record in fetched.records {
+                let first = match &record {
+                    Ok(record) => record.offset,
+                    Err(unreadable) => unreadable.first_offset,
+                };
+                if first >= end {
+                    break;
+                }
+                read += 1;
+                each(match record {
+                    Ok(record) => Ok(dead_letter(at.clone(), record)),
+                    Err(unreadable) => Err(UnreadableDeadLetter {
+                        dead_letter: at.clone(),
+                        first_offset: unreadable.first_offset,
+                        last_offset: unreadable.last_offset,
+                        error: unreadable.error.to_string(),
+                    }),
+                });
+            }
+            offset = offset.max(fetched.next_offset);
+        }
+    }
+    Ok(Some(read))
+}
+
+/// A dead letter from its record: the `mes-dlq-*` headers read and removed.
+fn dead_letter(at: TopicPartition, record: Record) -> DeadLetter {
+    let letter = KafkaRecord {
+        key: record.key,
+        headers: headers(record.headers),
+        value: record.value,
+    };
+    let header = |name: &str| {
+        letter
+            .header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    DeadLetter {
+        dead_letter: at,
+        dead_letter_offset: record.offset,
+        dead_lettered_at_ms: record.timestamp_ms,
+        group: header("mes-dlq-group"),
+        reason: header("mes-dlq-reason"),
+        attempts: header("mes-dlq-attempts").and_then(|v| v.parse().ok()),
+        source_partition: header("mes-dlq-source-partition").and_then(|v| v.parse().ok()),
+        source_offset: header("mes-dlq-source-offset").and_then(|v| v.parse().ok()),
+        record: original(&letter),
     }
 }
 

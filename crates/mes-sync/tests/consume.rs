@@ -282,6 +282,43 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on()
         assert_eq!(header(letter, "mes-dlq-source-offset"), (i + 1).to_string());
     }
     assert_eq!(decode(&letters[2]).unwrap().id(), failing.id());
+
+    // What a tool lists: the same letters, their headers read.
+    let client = mes_kafka::KafkaClient::connect(mes_sync::KafkaConfig::new([s.brokers.as_str()]))
+        .await
+        .unwrap();
+    let mut listed = Vec::new();
+    let read = mes_sync::read_dead_letters(&client, &s.topic, |letter| listed.push(letter.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(read, Some(3));
+    for (i, (letter, raw)) in listed.iter().zip(&letters).enumerate() {
+        assert_eq!(letter.dead_letter.topic, format!("{}.dlq", s.topic));
+        assert_eq!(letter.dead_letter_offset, i64::try_from(i).unwrap());
+        assert_eq!(letter.group.as_deref(), Some(s.group.as_str()));
+        assert_eq!(
+            letter.reason.as_deref(),
+            Some(header(raw, "mes-dlq-reason").as_str())
+        );
+        assert_eq!(
+            (letter.source_partition, letter.source_offset),
+            (Some(0), Some(i64::try_from(i).unwrap() + 1))
+        );
+        assert!(
+            letter
+                .record
+                .headers
+                .iter()
+                .all(|(name, _)| !name.starts_with("mes-dlq-"))
+        );
+        assert_eq!(letter.record.value, raw.value);
+    }
+    assert_eq!(listed[2].attempts, Some(3));
+    assert_eq!(decode(&listed[2].record).unwrap(), decode(&letters[2]).unwrap());
+    let none = mes_sync::read_dead_letters(&client, &unique("never-dead-lettered"), |_| unreachable!())
+        .await
+        .unwrap();
+    assert_eq!(none, None, "no dead-letter topic");
     forget_group(&s.group).await;
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::{MemoryUsage, Raw, bytes_to_human};
+use super::{MemoryUsage, Raw, ServerStats, bytes_to_human};
 use crate::envelope::{Clock, SystemClock};
 use crate::error::BoxError;
 use crate::prefix::glob_match;
@@ -146,6 +146,17 @@ impl InMemoryStore {
             .map(|(value, _)| value.clone().into()))
     }
 
+    pub(crate) fn get_with_pttl(&self, key: &str) -> Result<(Raw, i64), BoxError> {
+        let now = self.clock.now_ms();
+        Ok(match self.live()?.entries.get(key) {
+            None => (None, -2),
+            Some((value, expires)) => {
+                let pttl = expires.map_or(-1, |at| i64::try_from(at.saturating_sub(now)).unwrap_or(i64::MAX));
+                (Some(value.clone().into()), pttl)
+            }
+        })
+    }
+
     pub(crate) fn mget(&self, keys: &[String]) -> Result<Vec<Raw>, BoxError> {
         let state = self.live()?;
         Ok(keys
@@ -210,34 +221,50 @@ impl InMemoryStore {
         Ok(removed)
     }
 
-    pub(crate) fn scan_unlink(&self, pattern: &str) -> Result<u64, BoxError> {
+    pub(crate) fn scan_unlink(
+        &self,
+        pattern: &str,
+        on_page: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, BoxError> {
         let mut state = self.live()?;
         let before = state.entries.len();
         state
             .entries
             .retain(|key, _| !glob_match(pattern.as_bytes(), key.as_bytes()));
-        Ok((before - state.entries.len()) as u64)
+        let removed = (before - state.entries.len()) as u64;
+        on_page(removed);
+        Ok(removed)
     }
 
-    pub(crate) fn scan_count(&self, pattern: &str) -> Result<u64, BoxError> {
+    pub(crate) fn scan_keys(
+        &self,
+        pattern: &str,
+        on_key: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<(), BoxError> {
         let state = self.live()?;
-        Ok(state
-            .entries
-            .keys()
-            .filter(|key| glob_match(pattern.as_bytes(), key.as_bytes()))
-            .count() as u64)
+        for key in state.entries.keys() {
+            if glob_match(pattern.as_bytes(), key.as_bytes()) {
+                on_key(key.as_bytes());
+            }
+        }
+        Ok(())
     }
 
-    pub(crate) fn memory(&self) -> Result<MemoryUsage, BoxError> {
+    /// Memory as the sum of key and value lengths; no hit counting.
+    pub(crate) fn server_stats(&self) -> Result<ServerStats, BoxError> {
         let state = self.live()?;
         let used_bytes = state
             .entries
             .iter()
             .map(|(key, (value, _))| (key.len() + value.len()) as u64)
             .sum();
-        Ok(MemoryUsage {
-            used_bytes,
-            human: bytes_to_human(used_bytes),
+        Ok(ServerStats {
+            memory: MemoryUsage {
+                used_bytes,
+                human: bytes_to_human(used_bytes),
+            },
+            keyspace_hits: 0,
+            keyspace_misses: 0,
         })
     }
 

@@ -6,10 +6,10 @@ use std::pin::Pin;
 use fred::clients::Pool;
 use fred::prelude::{ClientLike, ClusterInterface, KeysInterface};
 use fred::types::scan::{ScanResult, Scanner};
-use fred::types::{ClusterHash, CustomCommand, InfoKind, Key, Value};
+use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use futures::{Stream, StreamExt};
 
-use super::{MemoryUsage, Raw, bytes_to_human};
+use super::{Raw, ServerStats, server_stats_from_info};
 use crate::config::{CacheConfig, ReconnectPolicy};
 use crate::error::{BoxError, Error, Result};
 
@@ -408,30 +408,41 @@ return 1
     /// Each `SCAN` page (on every primary in Cluster mode) is unlinked
     /// before the next one is asked for: the client never holds more than
     /// one page per node.
-    pub(crate) async fn scan_unlink(&self, pattern: &str, page: u32) -> Result<u64, BoxError> {
+    pub(crate) async fn scan_unlink(
+        &self,
+        pattern: &str,
+        page: u32,
+        on_page: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, BoxError> {
         let mut pages = self.scan_stream(pattern, page);
         let mut removed = 0;
         while let Some(result) = pages.next().await {
             let mut result = result?;
             if let Some(keys) = result.take_results() {
-                removed += self.unlink_keys(keys).await?;
+                let unlinked = self.unlink_keys(keys).await?;
+                removed += unlinked;
+                on_page(unlinked);
             }
             result.next();
         }
         Ok(removed)
     }
 
-    pub(crate) async fn scan_count(&self, pattern: &str, page: u32) -> Result<u64, BoxError> {
+    pub(crate) async fn scan_keys(
+        &self,
+        pattern: &str,
+        page: u32,
+        on_key: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<(), BoxError> {
         let mut pages = self.scan_stream(pattern, page);
-        let mut count = 0u64;
         while let Some(result) = pages.next().await {
             let mut result = result?;
-            if let Some(keys) = result.take_results() {
-                count += u64::try_from(keys.len()).unwrap_or(u64::MAX);
+            for key in result.take_results().unwrap_or_default() {
+                on_key(key.as_bytes());
             }
             result.next();
         }
-        Ok(count)
+        Ok(())
     }
 
     fn primaries(&self) -> Vec<fred::types::config::Server> {
@@ -445,39 +456,20 @@ return 1
             .unwrap_or_default()
     }
 
-    pub(crate) async fn memory(&self) -> Result<MemoryUsage, BoxError> {
+    /// `INFO` (its default sections: memory and stats among them) of the
+    /// server, or of every primary in Cluster mode.
+    pub(crate) async fn server_stats(&self) -> Result<ServerStats, BoxError> {
         let client = self.pool.next();
         let mut infos: Vec<String> = Vec::new();
         let primaries = self.primaries();
         if primaries.is_empty() {
-            infos.push(client.info(Some(InfoKind::Memory)).await?);
+            infos.push(client.info(None).await?);
         } else {
             for server in primaries {
-                infos.push(
-                    client
-                        .with_cluster_node(server)
-                        .info(Some(InfoKind::Memory))
-                        .await?,
-                );
+                infos.push(client.with_cluster_node(server).info(None).await?);
             }
         }
-        let mut used_bytes = 0u64;
-        for info in &infos {
-            used_bytes += info
-                .lines()
-                .find_map(|line| line.strip_prefix("used_memory:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        let human = match infos.as_slice() {
-            [one] => one
-                .lines()
-                .find_map(|line| line.strip_prefix("used_memory_human:"))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_else(|| bytes_to_human(used_bytes)),
-            _ => bytes_to_human(used_bytes),
-        };
-        Ok(MemoryUsage { used_bytes, human })
+        Ok(server_stats_from_info(&infos))
     }
 
     /// `PING` on the server, or on every primary in Cluster mode.

@@ -939,6 +939,104 @@ pub async fn stats_and_health(target: Target) {
     h.cleanup().await;
 }
 
+/// What an operator tool reads: one key as it is (`inspect`), the key
+/// counts of every prefix, the server's figures, and a prefix invalidated
+/// page by page with progress.
+pub async fn operator_reads(target: Target) {
+    let h = Harness::new(target, "operator").await;
+    let ten_minutes = Some(Duration::from_secs(600));
+    h.cache
+        .set_versioned(&CacheKeyPrefix::Part, "P-1", &part(1), ten_minutes, "v7")
+        .await
+        .unwrap();
+    h.cache
+        .set_many(
+            &CacheKeyPrefix::Part,
+            (2..30).map(|i| (format!("P-{i}"), part(i))),
+            None,
+        )
+        .await
+        .unwrap();
+    h.cache
+        .set(&CacheKeyPrefix::User, "U-1", &"ada", None)
+        .await
+        .unwrap();
+    let bad = h.key(&CacheKeyPrefix::Part, "bad");
+    h.raw_set(&bad, "{not an envelope").await;
+    let before = h.cache.counters(&CacheKeyPrefix::Part);
+
+    let stored = h
+        .cache
+        .inspect(&CacheKeyPrefix::Part, "P-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.key, h.key(&CacheKeyPrefix::Part, "P-1"));
+    let entry = stored.decode::<Json>().unwrap();
+    assert_eq!(entry.version.as_deref(), Some("v7"));
+    assert_eq!(entry.ttl_secs, 600);
+    assert_eq!(entry.data, serde_json::to_value(part(1)).unwrap());
+    let redis_ttl = stored.redis_ttl.expect("written with SETEX");
+    assert!(
+        redis_ttl > Duration::ZERO && redis_ttl <= Duration::from_secs(600),
+        "{redis_ttl:?}"
+    );
+    // A corrupt value is shown as it is, and stays: nothing counted or removed.
+    let corrupt = h
+        .cache
+        .inspect(&CacheKeyPrefix::Part, "bad")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(corrupt.bytes, b"{not an envelope");
+    assert_eq!(corrupt.redis_ttl, None);
+    assert!(corrupt.decode::<Json>().is_err());
+    assert!(
+        h.cache
+            .inspect(&CacheKeyPrefix::Part, "P-404")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(h.cache.counters(&CacheKeyPrefix::Part), before);
+    assert!(h.raw_get(&bad).await.is_some());
+
+    let counts = h.cache.key_counts().await.unwrap();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("part".to_owned(), 30), ("user".to_owned(), 1)]
+    );
+
+    assert_eq!(
+        h.cache
+            .get::<String>(&CacheKeyPrefix::User, "U-1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("ada")
+    );
+    let server = h.cache.server_stats().await.unwrap();
+    assert!(server.memory.used_bytes > 0);
+    if target == Target::Memory {
+        assert_eq!(server.hit_rate(), None, "the in-memory store counts no hits");
+    } else {
+        assert!(server.keyspace_hits > 0, "the read above hit: {server:?}");
+        assert!(server.hit_rate().is_some_and(|rate| rate > 0.0 && rate <= 1.0));
+    }
+
+    let mut pages = Vec::new();
+    let removed = h
+        .cache
+        .invalidate_all_with_progress(&CacheKeyPrefix::Part, |n| pages.push(n))
+        .await
+        .unwrap();
+    assert_eq!(removed, 30);
+    assert_eq!(pages.iter().sum::<u64>(), 30, "every removal reported: {pages:?}");
+    let counts = h.cache.key_counts().await.unwrap();
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), [("user".to_owned(), 1)]);
+    h.cleanup().await;
+}
+
 pub async fn close_ends_everything(target: Target) {
     let h = Harness::new(target, "close").await;
     h.cache.close().await.unwrap();
@@ -1111,6 +1209,7 @@ macro_rules! every_scenario {
             close_ends_everything,
             legacy_fixtures_are_read,
             set_if_newer_never_goes_back,
+            operator_reads,
         );
     };
 }
