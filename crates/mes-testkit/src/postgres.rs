@@ -81,3 +81,162 @@ impl Drop for TestSchema {
         let _ = cleanup.join();
     }
 }
+
+/// A PostgreSQL server of a test's own (`initdb` into a scratch folder, on
+/// a spare port), for a test that crashes and restarts it: the shared one
+/// must stay up for every other suite. Trust authentication, user
+/// `postgres`, database `postgres`. Stopped (immediately) and removed on
+/// drop.
+///
+/// The server binaries come from `MES_TEST_POSTGRES_BIN` (a folder holding
+/// `initdb`, `pg_ctl` and `postgres`), else the newest
+/// `/usr/lib/postgresql/*/bin` (Debian's packages). PostgreSQL refuses to run
+/// as root, so as root they run as the `postgres` user.
+#[derive(Debug)]
+pub struct PrivateServer {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateServer {
+    /// Initialises and starts a server.
+    ///
+    /// # Errors
+    /// When the binaries are missing or the server does not start; the
+    /// error carries the command's output.
+    pub fn start() -> std::io::Result<Self> {
+        let bin = match std::env::var_os("MES_TEST_POSTGRES_BIN") {
+            Some(bin) => std::path::PathBuf::from(bin),
+            None => newest_debian_bin()?,
+        };
+        let dir = std::env::temp_dir().join(format!("mes-pg-{}-{}", std::process::id(), ulid_like()));
+        std::fs::create_dir_all(&dir)?;
+        let port = crate::tansu::spare_port()?;
+        let server = Self { bin, dir, port };
+        if as_root() {
+            server.run(
+                std::process::Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&server.dir),
+            )?;
+        }
+        let data = server.dir.join("data");
+        server.run(server.tool("initdb").arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        ]))?;
+        server.pg_ctl_start()?;
+        Ok(server)
+    }
+
+    /// `postgres://postgres@127.0.0.1:port/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops it the way a crash would (`pg_ctl stop -m immediate`: no
+    /// checkpoint, every connection cut).
+    ///
+    /// # Errors
+    /// When `pg_ctl` fails.
+    pub fn crash(&self) -> std::io::Result<()> {
+        self.run(self.tool("pg_ctl").arg("-D").arg(self.dir.join("data")).args([
+            "stop",
+            "-m",
+            "immediate",
+            "-w",
+        ]))
+    }
+
+    /// Starts it again after [`crash`](Self::crash) (crash recovery runs).
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub fn restart(&self) -> std::io::Result<()> {
+        self.pg_ctl_start()
+    }
+
+    fn pg_ctl_start(&self) -> std::io::Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        self.run(
+            self.tool("pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-o", &options, "-l"])
+                .arg(self.dir.join("server.log"))
+                .args(["start", "-w"]),
+        )
+    }
+
+    /// A server binary, run as `postgres` when this process is root.
+    fn tool(&self, name: &str) -> std::process::Command {
+        let path = self.bin.join(name);
+        if as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    fn run(&self, command: &mut std::process::Command) -> std::io::Result<()> {
+        let output = command.output()?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(std::io::Error::other(format!(
+            "{command:?} failed ({}): {}{} (log: {})",
+            output.status,
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim(),
+            self.dir.join("server.log").display()
+        )))
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = self.crash();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// A name part unique within the process.
+fn ulid_like() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn newest_debian_bin() -> std::io::Result<std::path::PathBuf> {
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin; set MES_TEST_POSTGRES_BIN",
+        )
+    })
+}
