@@ -115,6 +115,11 @@ impl DockerEngine {
         self.host.as_deref()
     }
 
+    /// Whether the engine was started here (so it runs on this machine).
+    pub(crate) fn is_private(&self) -> bool {
+        self.private.is_some()
+    }
+
     /// A `docker` command talking to this engine.
     pub(crate) fn docker(&self) -> Command {
         docker_command(self.host.as_deref())

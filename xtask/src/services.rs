@@ -141,6 +141,13 @@ impl Services {
                 eprintln!("xtask: DOCKER_HOST={host}");
                 command.env("DOCKER_HOST", host);
             }
+            if docker.is_private() {
+                // The engine runs here, its ports published on 127.0.0.1;
+                // testcontainers would take this machine's /.dockerenv for
+                // a container's and go to the bridge's gateway instead.
+                eprintln!("xtask: TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1");
+                command.env("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1");
+            }
         }
         for (name, value) in [
             ("MES_TEST_KAFKA_BROKERS", self.kafka_brokers.as_deref()),
