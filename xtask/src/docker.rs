@@ -15,7 +15,8 @@
 //! Ctrl-C in the terminal reaches only xtask) that waits on a pipe from
 //! xtask: when the run ends, however it ends (an error, a panic, SIGINT,
 //! SIGKILL), the pipe closes, and the shell removes every container,
-//! network and volume of the engine, stops it and removes its run folder.
+//! network and volume of the engine, stops it and removes its run folder
+//! and the `docker0` bridge when it made it.
 //! Containers a crashed run left in the data root are removed at the next
 //! start.
 //!
@@ -61,6 +62,9 @@ struct PrivateEngine {
 const SUPERVISOR: &str = r#"
 host=$1 run_dir=$2
 shift 2
+# The default bridge dockerd creates (and leaves behind when it stops).
+had_bridge=0
+[ ! -e /sys/class/net/docker0 ] || had_bridge=1
 dockerd "$@" >"$run_dir/dockerd.log" 2>&1 &
 engine=$!
 # Until the run ends: its end, however it comes, closes this standard input.
@@ -70,6 +74,7 @@ docker -H "$host" network prune -f >/dev/null 2>&1
 docker -H "$host" volume prune -f >/dev/null 2>&1
 kill -TERM "$engine" 2>/dev/null
 wait "$engine"
+[ "$had_bridge" = 1 ] || ip link delete docker0 2>/dev/null
 rm -rf "$run_dir"
 "#;
 
@@ -230,7 +235,7 @@ impl PrivateEngine {
                     .into(),
             );
         }
-        ensure_debian_packages(&[("dockerd", "docker.io")])?;
+        ensure_debian_packages(&[("dockerd", "docker.io"), ("docker", "docker.io")])?;
         let state = tools::cache_dir().join("docker");
         let data_root = state.join("data-root");
         let run_dir = std::env::temp_dir().join(format!("mes-docker-{}", std::process::id()));
@@ -312,11 +317,12 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 /// Installs the Debian packages whose command is missing (apt, as root).
 fn ensure_debian_packages(needed: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = needed
+    let mut missing: Vec<&str> = needed
         .iter()
         .filter(|(command, _)| on_path(command).is_none())
         .map(|(_, package)| *package)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
