@@ -141,9 +141,10 @@ impl DockerEngine {
                 .map_err(|e| format!("cannot run docker: {e}"))?;
             if answered.status.success() {
                 eprintln!(
-                    "xtask: private Docker engine {} ready at {}",
+                    "xtask: private Docker engine {} ready at {} in {:.1}s",
                     String::from_utf8_lossy(&answered.stdout).trim(),
-                    self.host.as_deref().unwrap_or_default()
+                    self.host.as_deref().unwrap_or_default(),
+                    (ENGINE_START_BOUND - deadline.saturating_duration_since(Instant::now())).as_secs_f64()
                 );
                 return Ok(());
             }
@@ -355,6 +356,7 @@ impl LocalImages {
             ("redis-server", "redis-server"),
             ("pg_ctlcluster", "postgresql"),
         ])?;
+        let started = Instant::now();
         let scratch = std::env::temp_dir().join(format!("mes-images-{}", std::process::id()));
         let built = (|| {
             Ok::<_, Box<dyn std::error::Error>>(Self {
@@ -364,6 +366,7 @@ impl LocalImages {
             })
         })();
         let _ = std::fs::remove_dir_all(&scratch);
+        eprintln!("xtask: images ready in {:.1}s", started.elapsed().as_secs_f64());
         built
     }
 
@@ -527,20 +530,31 @@ impl Rootfs {
     }
 
     /// A content hash of everything that goes in: paths, kinds, modes,
-    /// owners, file contents and the configuration.
+    /// owners, file contents (their SHA-256, from `sha256sum`: hashing
+    /// a few hundred MB here, unoptimised, took seconds) and the
+    /// configuration.
     fn content_hash(&self) -> Result<u64> {
+        let sources: Vec<&PathBuf> = self
+            .entries
+            .values()
+            .filter_map(|entry| match entry {
+                Entry::Copy(source) => Some(source),
+                _ => None,
+            })
+            .collect();
+        let digests = sha256(&sources)?;
         let mut hash = tools::Fnv1a::new();
         for (path, entry) in &self.entries {
             hash.write(path.as_bytes());
             match entry {
                 Entry::Copy(source) => {
-                    let bytes = std::fs::read(source)
-                        .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+                    let digest = digests
+                        .get(source)
+                        .ok_or_else(|| format!("sha256sum did not hash {}", source.display()))?;
                     let mode = std::fs::metadata(source)?.mode() & 0o7777;
                     hash.write(b"\0copy\0");
                     hash.write(&mode.to_le_bytes());
-                    hash.write(&(bytes.len() as u64).to_le_bytes());
-                    hash.write(&bytes);
+                    hash.write(digest.as_bytes());
                 }
                 Entry::Link(target) => {
                     hash.write(b"\0link\0");
@@ -661,6 +675,34 @@ impl Rootfs {
         }
         Ok(())
     }
+}
+
+/// The SHA-256 of each file (links followed), by path.
+fn sha256(files: &[&PathBuf]) -> Result<BTreeMap<PathBuf, String>> {
+    let mut digests = BTreeMap::new();
+    for chunk in files.chunks(500) {
+        let output = Command::new("sha256sum")
+            .arg("--")
+            .args(chunk)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run sha256sum: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "sha256sum failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+            .into());
+        }
+        // One `DIGEST  PATH` line per file, in the order given (paths here
+        // hold no newline or backslash, which sha256sum would escape).
+        let text = String::from_utf8_lossy(&output.stdout);
+        for (line, file) in text.lines().zip(chunk) {
+            let digest = line.split_whitespace().next().unwrap_or_default();
+            digests.insert((*file).clone(), digest.to_owned());
+        }
+    }
+    Ok(digests)
 }
 
 /// Redis from Debian's `redis-server`, run as in the official image's
