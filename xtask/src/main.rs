@@ -10,6 +10,7 @@
 
 mod bench;
 mod crates;
+mod docker;
 mod faults;
 mod fuzz;
 mod package;
@@ -19,6 +20,7 @@ mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 pub(crate) type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
@@ -40,6 +42,13 @@ Tasks:
               Without args it first checks that no published crate exposes
               another crate's type its manifest does not allow
               (cargo-check-external-types on rustdoc's JSON).
+              `test --containers`: the shared Kafka, Redis and PostgreSQL
+              come from containers the suites start (testcontainers) on a
+              Docker engine (a private dockerd when none is reachable) from
+              images built here; the unit and integration tests run, the doc
+              tests stay on the native path. `test --containers --smoke`
+              runs only the smoke suites (publish, outbox, redis_standalone,
+              consume, kafkajs_group, group).
   bench       Benchmarks with baselines measured in the same run (ratios, not
               absolute times): `bench kafka` runs the publisher against raw
               rskafka, librdkafka (confluent-kafka) and kafkajs on one broker,
@@ -160,19 +169,107 @@ pub(crate) fn cargo_in_workspace() -> Command {
     command
 }
 
-fn test(extra: &[String]) -> Result<()> {
+/// The suites `test --containers --smoke` runs: publishing, the outbox,
+/// the cache on standalone Redis, the consumer, a consumer group with
+/// kafkajs members, and the end-to-end group suite.
+const CONTAINER_SMOKE_SUITES: [&str; 6] = [
+    "publish",
+    "outbox",
+    "redis_standalone",
+    "consume",
+    "kafkajs_group",
+    "group",
+];
+
+fn test(args: &[String]) -> Result<()> {
+    let containers = args.iter().any(|a| a == "--containers");
+    let smoke = args.iter().any(|a| a == "--smoke");
+    if smoke && !containers {
+        return Err("--smoke selects the container run's smoke suites: give --containers too".into());
+    }
+    let extra: Vec<&String> = args
+        .iter()
+        .filter(|a| *a != "--containers" && *a != "--smoke")
+        .collect();
     // The whole suite only: a targeted run (`test -p mes-cache ...`) is for
     // iterating on one thing.
-    if extra.is_empty() {
+    if extra.is_empty() && !containers {
         check_external_types()?;
     }
-    let services = services::Services::provide()?;
+    let shared = if containers {
+        services::Shared::Containers
+    } else {
+        services::Shared::Native
+    };
+    let provided = Instant::now();
+    let services = services::Services::provide(shared)?;
+    eprintln!(
+        "xtask: services provided in {:.1}s",
+        provided.elapsed().as_secs_f64()
+    );
     let mut command = cargo_in_workspace();
-    command
-        .args(["test", "--workspace", "--all-features", "--locked"])
-        .args(extra);
+    command.args(["test", "--workspace", "--all-features", "--locked"]);
+    if smoke {
+        for suite in CONTAINER_SMOKE_SUITES {
+            command.args(["--test", suite]);
+        }
+    } else if containers && !selects_targets(&extra) {
+        // The doc examples read the services' own variables
+        // (`from_env`), which only the native path sets.
+        command.arg("--tests");
+    }
+    command.args(extra);
     services.export_to(&mut command);
-    run(&mut command)
+    let started = Instant::now();
+    let outcome = run(&mut command);
+    eprintln!("xtask: the tests ran for {:.1}s", started.elapsed().as_secs_f64());
+    if let Some(docker) = services.docker() {
+        // The suites' containers run until the engine goes (or, on an
+        // engine that was there already, until removed below).
+        match docker.output(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=mes-testkit.service",
+            "--format",
+            "{{.ID}} {{.Image}} {{.Status}}",
+        ]) {
+            Ok(listed) => {
+                let lines: Vec<&str> = listed.lines().collect();
+                eprintln!(
+                    "xtask: {} container(s) ran the suites' services (docker ps -a):",
+                    lines.len()
+                );
+                for line in lines {
+                    eprintln!("xtask:   {line}");
+                }
+            }
+            Err(e) => eprintln!("xtask: cannot list the containers: {e}"),
+        }
+    }
+    drop(services);
+    outcome
+}
+
+/// Whether `cargo test` arguments choose targets themselves.
+fn selects_targets(args: &[&String]) -> bool {
+    args.iter().take_while(|a| a.as_str() != "--").any(|a| {
+        [
+            "--test",
+            "--tests",
+            "--lib",
+            "--doc",
+            "--bin",
+            "--bins",
+            "--example",
+            "--examples",
+            "--bench",
+            "--benches",
+            "--all-targets",
+        ]
+        .iter()
+        .any(|flag| a.as_str() == *flag || a.starts_with(&format!("{flag}=")))
+    })
 }
 
 fn ci() -> Result<()> {

@@ -45,18 +45,21 @@ impl RedisServices {
 
     /// Uses `MES_TEST_REDIS_URL`, `MES_TEST_REDIS_CLUSTER_URL` and
     /// `MES_TEST_REDIS_SENTINEL_URL` when set; starts what is missing: a
-    /// standalone server, a 3-master cluster, a master with a Sentinel.
-    pub(crate) fn provide() -> Result<Self> {
+    /// standalone server (unless `standalone` is false: the suites then
+    /// start a container), a 3-master cluster, a master with a Sentinel.
+    pub(crate) fn provide(standalone: bool) -> Result<Self> {
         let given = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
         let mut services = Self::empty()?;
-        let url = match given(STANDALONE_VAR) {
-            Some(url) => url,
-            None => {
-                let port = services.start_server(&[])?;
-                format!("redis://127.0.0.1:{port}")
-            }
-        };
-        services.env.push((STANDALONE_VAR, url));
+        if standalone {
+            let url = match given(STANDALONE_VAR) {
+                Some(url) => url,
+                None => {
+                    let port = services.start_server(&[])?;
+                    format!("redis://127.0.0.1:{port}")
+                }
+            };
+            services.env.push((STANDALONE_VAR, url));
+        }
         let cluster_url = match given(CLUSTER_VAR) {
             Some(url) => url,
             None => services.start_cluster()?,

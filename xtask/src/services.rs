@@ -9,13 +9,30 @@ use std::time::{Duration, Instant};
 use mes_testkit::pki::TestCa;
 use mes_testkit::tansu::{TansuBroker, TlsTansu};
 
+use crate::docker::{DockerEngine, LocalImages};
 use crate::redis::RedisServices;
 use crate::{Result, tools};
 
+/// Where the suites' shared Kafka, Redis and PostgreSQL come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shared {
+    /// Started here (tansu, redis-server) or the machine's (PostgreSQL),
+    /// given to the suites in their `MES_TEST_*` variables.
+    Native,
+    /// Containers the suites start through mes-testkit (testcontainers), on
+    /// a Docker engine and from images provided here: the variables stay
+    /// unset, the images are given in `MES_TEST_*_IMAGE`.
+    Containers,
+}
+
 /// What a test run talks to. Dropping it stops what it started.
 pub(crate) struct Services {
-    kafka_brokers: String,
-    postgres_url: String,
+    /// Native only (containers: started by the suites).
+    kafka_brokers: Option<String>,
+    postgres_url: Option<String>,
+    /// Containers only: the images, then the engine (dropped last).
+    images: Option<LocalImages>,
+    docker: Option<DockerEngine>,
     tansu_binary: PathBuf,
     python: PathBuf,
     node_modules: PathBuf,
@@ -27,7 +44,7 @@ pub(crate) struct Services {
 }
 
 impl Services {
-    pub(crate) fn provide() -> Result<Self> {
+    pub(crate) fn provide(shared: Shared) -> Result<Self> {
         let scratch = Scratch::new()?;
         let python = match std::env::var_os("MES_TEST_PYTHON") {
             Some(python) => PathBuf::from(python),
@@ -51,9 +68,10 @@ impl Services {
             brokers.push(broker);
             Ok(address)
         };
-        let kafka_brokers = match given("MES_TEST_KAFKA_BROKERS") {
-            Some(brokers) => brokers,
-            None => start("memory://tansu/")?,
+        let kafka_brokers = match (shared, given("MES_TEST_KAFKA_BROKERS")) {
+            (Shared::Containers, _) => None,
+            (Shared::Native, Some(brokers)) => Some(brokers),
+            (Shared::Native, None) => Some(start("memory://tansu/")?),
         };
         let (kafka_tls, tls_brokers) = match given("MES_TEST_KAFKA_TLS_BROKERS") {
             // Given: the other variables are passed on as they are.
@@ -66,11 +84,20 @@ impl Services {
             ),
             None => start_tls_brokers(&tansu_binary, &scratch.0)?,
         };
-        let redis = RedisServices::provide()?;
-        let postgres_url = postgres_url()?;
+        let redis = RedisServices::provide(shared == Shared::Native)?;
+        let (postgres_url, docker, images) = match shared {
+            Shared::Native => (Some(postgres_url()?), None, None),
+            Shared::Containers => {
+                let docker = DockerEngine::provide()?;
+                let images = LocalImages::provide(&docker, &tansu_binary)?;
+                (None, Some(docker), Some(images))
+            }
+        };
         Ok(Self {
             kafka_brokers,
             postgres_url,
+            images,
+            docker,
             tansu_binary,
             python,
             node_modules,
@@ -82,11 +109,56 @@ impl Services {
         })
     }
 
+    /// The Docker engine of a containers run.
+    pub(crate) fn docker(&self) -> Option<&DockerEngine> {
+        self.docker.as_ref()
+    }
+
     /// Sets the `MES_TEST_*` variables the suites read.
     pub(crate) fn export_to(&self, command: &mut Command) {
+        if let (Some(docker), Some(images)) = (&self.docker, &self.images) {
+            // Every shared endpoint comes from a container: none of the
+            // caller's may reach the suites.
+            for name in [
+                "MES_TEST_KAFKA_BROKERS",
+                "MES_TEST_REDIS_URL",
+                "MES_TEST_DATABASE_URL",
+                "KAFKA_BROKERS",
+                "REDIS_URL",
+                "DATABASE_URL",
+            ] {
+                command.env_remove(name);
+            }
+            for (name, value) in [
+                ("MES_TEST_KAFKA_IMAGE", &images.kafka),
+                ("MES_TEST_REDIS_IMAGE", &images.redis),
+                ("MES_TEST_POSTGRES_IMAGE", &images.postgres),
+            ] {
+                eprintln!("xtask: {name}={value}");
+                command.env(name, value);
+            }
+            if let Some(host) = docker.host() {
+                eprintln!("xtask: DOCKER_HOST={host}");
+                command.env("DOCKER_HOST", host);
+            }
+            if docker.is_private() {
+                // The engine runs here, its ports published on 127.0.0.1;
+                // testcontainers would take this machine's /.dockerenv for
+                // a container's and go to the bridge's gateway instead.
+                eprintln!("xtask: TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1");
+                command.env("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1");
+            }
+        }
         for (name, value) in [
-            ("MES_TEST_KAFKA_BROKERS", self.kafka_brokers.as_str().as_ref()),
-            ("MES_TEST_DATABASE_URL", self.postgres_url.as_str().as_ref()),
+            ("MES_TEST_KAFKA_BROKERS", self.kafka_brokers.as_deref()),
+            ("MES_TEST_DATABASE_URL", self.postgres_url.as_deref()),
+        ] {
+            if let Some(value) = value {
+                eprintln!("xtask: {name}={value}");
+                command.env(name, value);
+            }
+        }
+        for (name, value) in [
             ("MES_TEST_TANSU_BIN", self.tansu_binary.as_os_str()),
             ("MES_TEST_PYTHON", self.python.as_os_str()),
             ("MES_TEST_NODE_PATH", self.node_modules.as_os_str()),
@@ -119,13 +191,27 @@ impl Services {
             .redis
             .env()
             .into_iter()
-            .find_map(|(name, url)| (name == "MES_TEST_REDIS_URL").then_some(url))
-            .unwrap_or_default();
-        command
-            .env("KAFKA_BROKERS", &self.kafka_brokers)
-            .env("KAFKA_CLIENT_ID", "mes-doc-examples")
-            .env("REDIS_URL", redis_url)
-            .env("DATABASE_URL", &self.postgres_url);
+            .find_map(|(name, url)| (name == "MES_TEST_REDIS_URL").then_some(url));
+        // The doc examples run on the native services only.
+        if let (Some(brokers), Some(redis_url), Some(postgres_url)) =
+            (&self.kafka_brokers, redis_url, &self.postgres_url)
+        {
+            command
+                .env("KAFKA_BROKERS", brokers)
+                .env("KAFKA_CLIENT_ID", "mes-doc-examples")
+                .env("REDIS_URL", redis_url)
+                .env("DATABASE_URL", postgres_url);
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        // On an engine that was there before the run, the suites'
+        // containers go; a private engine goes whole.
+        if let (Some(docker), Some(images)) = (&self.docker, &self.images) {
+            docker.remove_containers_of(&images.all());
+        }
     }
 }
 

@@ -194,10 +194,29 @@ fn write_marker(path: &Path) -> Result<()> {
     std::fs::write(path, b"").map_err(|e| format!("cannot write {}: {e}", path.display()).into())
 }
 
-/// FNV-1a: a content hash that is stable across Rust releases (unlike
-/// `DefaultHasher`), for cache keys.
+/// FNV-1a of one byte string.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut hash = Fnv1a::new();
+    hash.write(bytes);
+    hash.finish()
+}
+
+/// FNV-1a: a content hash that is stable across Rust releases (unlike
+/// `DefaultHasher`), for cache keys; fed piece by piece.
+pub(crate) struct Fnv1a(u64);
+
+impl Fnv1a {
+    pub(crate) fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    }
+
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
 }

@@ -16,8 +16,13 @@
 //!   | service | variable that wins | image (override: full reference `name[:tag]`) |
 //!   |---|---|---|
 //!   | Redis | `MES_TEST_REDIS_URL` | `redis:7.2-alpine` (`MES_TEST_REDIS_IMAGE`) |
-//!   | Kafka | `MES_TEST_KAFKA_BROKERS` | `apache/kafka-native:3.8.0` (`MES_TEST_KAFKA_IMAGE`) |
+//!   | Kafka | `MES_TEST_KAFKA_BROKERS` | `apache/kafka-native:3.8.0` (`MES_TEST_KAFKA_IMAGE`; a name ending in `tansu` runs tansu) |
 //!   | PostgreSQL | `MES_TEST_DATABASE_URL` | `postgres:16-alpine` (`MES_TEST_POSTGRES_IMAGE`), database `test` |
+//!
+//!   `TESTCONTAINERS_HOST_OVERRIDE` names the address of the published
+//!   ports when testcontainers' guess is wrong (it takes a machine with
+//!   `/.dockerenv` for a container). `cargo xtask test --containers` sets
+//!   all of this for a Docker engine and images of its own.
 //!
 //!   A container is started once and reused by the next test binaries and
 //!   runs until it is stopped (stopping removes it): `docker stop $(docker
