@@ -35,7 +35,7 @@ pub(crate) fn faults(extra: &[String]) -> Result<()> {
         .collect();
     scenarios.sort();
 
-    let services = services::Services::provide()?;
+    let services = services::Services::provide(services::Shared::Native)?;
     let mut command = cargo_in_workspace();
     command.args(["test", "-p", "mes-e2e", "--locked"]);
     for scenario in &scenarios {
