@@ -9,12 +9,13 @@
 //! Like [`TlsProxy`](crate::tls_proxy::TlsProxy) it runs on a runtime and a
 //! thread of its own, so synchronous and asynchronous callers can both use it.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -26,8 +27,9 @@ use tokio::sync::{oneshot, watch};
 pub enum Fault {
     /// Bytes pass as they come.
     None,
-    /// Every chunk of bytes, each way, is held this long before it is
-    /// passed on (a slow link or a slow server).
+    /// Every chunk of bytes, each way, is passed on this long after it
+    /// arrived (latency of a long or congested link, or a slow server);
+    /// chunks in flight overlap, so throughput is not capped.
     Delay(Duration),
     /// Every open connection is reset and new ones are reset as soon as they
     /// are accepted (the server is gone, or a firewall rejects).
@@ -255,51 +257,59 @@ async fn connection(
 
 /// Copies one direction until either side closes (false) or a cut resets
 /// both (true).
+///
+/// A delay is latency, not a bandwidth limit: each chunk is due `delay`
+/// after it arrived, and chunks in flight overlap, as on a long link. A
+/// blackhole stops both reading and writing, so the sender's TCP window
+/// fills as it would behind a partition.
 async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch::Receiver<Fault>) -> bool {
     let mut buffer = vec![0_u8; 64 * 1024];
+    let mut in_flight: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut reading = true;
     loop {
-        let read = tokio::select! {
-            read = from.read(&mut buffer) => read,
+        let fault = *faults.borrow_and_update();
+        if fault == Fault::Cut {
+            return cut(from, to);
+        }
+        if !reading && in_flight.is_empty() {
+            let _ = to.shutdown().await;
+            return false;
+        }
+        let flowing = fault != Fault::Blackhole;
+        let due = in_flight.front().map(|(due, _)| *due);
+        tokio::select! {
+            read = from.read(&mut buffer), if reading && flowing => match read {
+                Ok(0) | Err(_) => reading = false,
+                Ok(n) => {
+                    let delay = match fault {
+                        Fault::Delay(delay) => delay,
+                        _ => Duration::ZERO,
+                    };
+                    let Some(chunk) = buffer.get(..n) else {
+                        return false;
+                    };
+                    in_flight.push_back((Instant::now() + delay, chunk.to_vec()));
+                }
+            },
+            () = sleep_until_due(due), if flowing && due.is_some() => {
+                if let Some((_, chunk)) = in_flight.pop_front()
+                    && to.write_all(&chunk).await.is_err()
+                {
+                    return false;
+                }
+            },
             changed = faults.changed() => {
                 if changed.is_err() {
                     return false;
                 }
-                if *faults.borrow() == Fault::Cut {
-                    return cut(from, to);
-                }
-                continue;
-            }
-        };
-        let n = match read {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown().await;
-                return false;
-            }
-            Ok(n) => n,
-        };
-        // What was read is passed on once the fault allows it, in order.
-        loop {
-            let fault = *faults.borrow_and_update();
-            match fault {
-                Fault::None => break,
-                Fault::Delay(delay) => {
-                    tokio::time::sleep(delay).await;
-                    break;
-                }
-                Fault::Cut => return cut(from, to),
-                Fault::Blackhole => {
-                    if faults.changed().await.is_err() {
-                        return false;
-                    }
-                }
             }
         }
-        let Some(chunk) = buffer.get(..n) else {
-            return false;
-        };
-        if to.write_all(chunk).await.is_err() {
-            return false;
-        }
+    }
+}
+
+async fn sleep_until_due(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due.into()).await;
     }
 }
 
