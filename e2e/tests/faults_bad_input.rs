@@ -94,9 +94,7 @@ async fn poison_records_and_oversized_events_at_load() {
     // handled only after the poison was dead-lettered: all letters are
     // there now.
     let letters = mes_testkit::kafka::read_topic(&group.brokers, &format!("{topic}.dlq")).await;
-    member.stop();
-    while lines.recv().unwrap().1 != "STOPPED" {}
-    member.wait();
+    common::stop_members(&mut [&mut member], &lines);
 
     let dead: Vec<&KafkaRecord> = letters.iter().map(|l| &l.record).collect();
     let missing_from_dlq = poisoned

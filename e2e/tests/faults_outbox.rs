@@ -13,14 +13,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Group;
 use mes_e2e::faults::{Report, scaled};
-use mes_events_types::{DomainEvent, EventType, decode};
+use mes_events_types::{DomainEvent, EventType};
 use mes_publisher::{EventPublisher, Outbox, OutboxRelay, OutboxTable, PublisherConfig, RelayConfig};
 use mes_testkit::fault_proxy::{Fault, FaultProxy};
 use mes_testkit::postgres::TestSchema;
@@ -99,39 +98,10 @@ async fn outbox_relay_through_a_cut_and_blackholed_link_to_postgres() {
     stop.store(true, Ordering::Relaxed);
     let events = writing.await.unwrap();
     let writing_time = started.elapsed();
-    let healed = Instant::now();
-    while outbox.stats(&pool).await.unwrap().pending > 0 {
-        assert!(
-            healed.elapsed() < PATIENCE,
-            "the outbox drains within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let drained_after = healed.elapsed();
+    let drained_after = common::wait_drained(&outbox, &pool, PATIENCE).await;
     let stats = relay.shutdown().await;
 
-    let mut copies: HashMap<String, usize> = HashMap::new();
-    let mut first_seen: HashMap<String, Vec<u64>> = HashMap::new();
-    for read in mes_testkit::kafka::read_topic(&group.brokers, &topic).await {
-        let event = decode(&read.record).unwrap();
-        let count = copies.entry(event.id().to_string()).or_default();
-        *count += 1;
-        if *count == 1 {
-            first_seen
-                .entry(event.entity_id().unwrap().to_owned())
-                .or_default()
-                .push(event.data()["seq"].as_u64().unwrap());
-        }
-    }
-    let lost = events
-        .iter()
-        .filter(|e| !copies.contains_key(e.id().as_str()))
-        .count() as u64;
-    let duplicates: usize = copies.values().map(|n| n - 1).sum();
-    let out_of_order = first_seen
-        .values()
-        .filter(|seqs| seqs.windows(2).any(|w| w[0] >= w[1]))
-        .count() as u64;
+    let topic_audit = common::audit_topic(&group.brokers, &topic, &events).await;
 
     let mut report = Report::new(
         "outbox_relay_postgres_cut",
@@ -145,10 +115,13 @@ async fn outbox_relay_through_a_cut_and_blackholed_link_to_postgres() {
         ),
     );
     report
-        .none("events lost", lost)
-        .none("entities whose events left out of order", out_of_order)
+        .none("events lost", topic_audit.lost)
+        .none(
+            "entities whose events left out of order",
+            topic_audit.out_of_order,
+        )
         .figure("events", events.len() as u64)
-        .figure("duplicates_on_topic", duplicates as u64)
+        .figure("duplicates_on_topic", topic_audit.duplicates)
         .figure("relay_failed_publish_attempts", stats.failed)
         .figure("relay_parked", stats.parked)
         .figure("drained_ms_after_last_heal", drained_after.as_millis() as u64)

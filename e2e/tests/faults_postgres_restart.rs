@@ -13,14 +13,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Group;
 use mes_e2e::faults::{Report, scaled};
-use mes_events_types::{DomainEvent, EventType, decode};
+use mes_events_types::{DomainEvent, EventType};
 use mes_publisher::{EventPublisher, Outbox, OutboxRelay, OutboxTable, PublisherConfig, RelayConfig};
 use mes_testkit::postgres::PrivateServer;
 use serde_json::json;
@@ -152,39 +151,10 @@ async fn outbox_through_postgres_crashes_and_restarts() {
     stop.store(true, Ordering::Relaxed);
     let events = writing.await.unwrap();
     let writing_time = started.elapsed();
-    let healed = Instant::now();
-    while outbox.stats(&pool).await.map_or(true, |stats| stats.pending > 0) {
-        assert!(
-            healed.elapsed() < PATIENCE,
-            "the outbox drains within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let drained_after = healed.elapsed();
+    let drained_after = common::wait_drained(&outbox, &pool, PATIENCE).await;
     let stats = relay.shutdown().await;
 
-    let mut copies: HashMap<String, usize> = HashMap::new();
-    let mut first_seen: HashMap<String, Vec<u64>> = HashMap::new();
-    for read in mes_testkit::kafka::read_topic(&group.brokers, &topic).await {
-        let event = decode(&read.record).unwrap();
-        let count = copies.entry(event.id().to_string()).or_default();
-        *count += 1;
-        if *count == 1 {
-            first_seen
-                .entry(event.entity_id().unwrap().to_owned())
-                .or_default()
-                .push(event.data()["seq"].as_u64().unwrap());
-        }
-    }
-    let lost = events
-        .iter()
-        .filter(|e| !copies.contains_key(e.id().as_str()))
-        .count() as u64;
-    let duplicates: usize = copies.values().map(|n| n - 1).sum();
-    let out_of_order = first_seen
-        .values()
-        .filter(|seqs| seqs.windows(2).any(|w| w[0] >= w[1]))
-        .count() as u64;
+    let topic_audit = common::audit_topic(&group.brokers, &topic, &events).await;
 
     let mut report = Report::new(
         "postgres_crash_restart",
@@ -198,10 +168,13 @@ async fn outbox_through_postgres_crashes_and_restarts() {
         ),
     );
     report
-        .none("committed events lost", lost)
-        .none("entities whose events left out of order", out_of_order)
+        .none("committed events lost", topic_audit.lost)
+        .none(
+            "entities whose events left out of order",
+            topic_audit.out_of_order,
+        )
         .figure("events", events.len() as u64)
-        .figure("duplicates_on_topic", duplicates as u64)
+        .figure("duplicates_on_topic", topic_audit.duplicates)
         .figure("failed_write_transactions", failed_writes.load(Ordering::Relaxed))
         .figure("relay_failed_publish_attempts", stats.failed)
         .figure("restart_ms", back_after)

@@ -30,6 +30,89 @@ pub struct EffectsAudit {
     pub out_of_order: u64,
 }
 
+impl EffectsAudit {
+    /// The three promises of a consumer group's effects, as report lines.
+    pub fn report_into(&self, report: &mut mes_e2e::faults::Report) {
+        report
+            .none("events lost", self.lost)
+            .none("effects applied twice", self.doubled)
+            .none("entities whose effects are out of order", self.out_of_order);
+    }
+}
+
+/// What a topic holds of the events meant for it (entity `E-{e}`, data
+/// `{"seq": n}` increasing per entity).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TopicAudit {
+    /// Events not on the topic.
+    pub lost: u64,
+    /// Records beyond the first of each event.
+    pub duplicates: u64,
+    /// Entities whose events' first copies are not in increasing order.
+    pub out_of_order: u64,
+}
+
+/// Reads the whole topic and counts it against `events`.
+pub async fn audit_topic(brokers: &str, topic: &str, events: &[DomainEvent]) -> TopicAudit {
+    let mut copies: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut first_seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for read in mes_testkit::kafka::read_topic(brokers, topic).await {
+        let event = mes_events_types::decode(&read.record).unwrap();
+        let count = copies.entry(event.id().to_string()).or_default();
+        *count += 1;
+        if *count == 1 {
+            first_seen
+                .entry(event.entity_id().unwrap().to_owned())
+                .or_default()
+                .push(event.data()["seq"].as_u64().unwrap());
+        }
+    }
+    TopicAudit {
+        lost: events
+            .iter()
+            .filter(|e| !copies.contains_key(e.id().as_str()))
+            .count() as u64,
+        duplicates: copies.values().map(|n| n - 1).sum(),
+        out_of_order: first_seen
+            .values()
+            .filter(|seqs| seqs.windows(2).any(|w| w[0] >= w[1]))
+            .count() as u64,
+    }
+}
+
+/// Waits until the outbox has no pending row (a failed read counts as not
+/// yet), within `patience`; returns how long it took.
+pub async fn wait_drained(
+    outbox: &mes_publisher::Outbox,
+    pool: &sqlx::PgPool,
+    patience: Duration,
+) -> Duration {
+    let started = std::time::Instant::now();
+    while outbox.stats(pool).await.map_or(true, |stats| stats.pending > 0) {
+        assert!(
+            started.elapsed() < patience,
+            "the outbox drains within {patience:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// Stops the members gracefully and waits for each to say `STOPPED` and exit.
+pub fn stop_members(members: &mut [&mut Member], lines: &Lines) {
+    for member in members.iter_mut() {
+        member.stop();
+    }
+    let mut stopped = 0;
+    while stopped < members.len() {
+        let (_, line) = lines.recv().unwrap();
+        stopped += usize::from(line == "STOPPED");
+    }
+    for member in members.iter_mut() {
+        member.wait();
+    }
+}
+
 /// What the members say, tagged by member name.
 pub type Lines = mpsc::Receiver<(String, String)>;
 
