@@ -11,11 +11,10 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::near::{cli, wait_until};
+use common::near::wait_until;
+use common::server::RedisServer;
 use common::{Harness, Target, part};
 use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
 use serde_json::Value;
@@ -160,68 +159,10 @@ async fn near_cache_hits_and_invalidations_are_counted() {
     h.cleanup().await;
 }
 
-/// A `redis-server` of this test, killed on drop.
-struct Server {
-    port: u16,
-    child: Child,
-}
-
-impl Server {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let binary = mes_testkit::required_env("MES_TEST_REDIS_SERVER_BIN", "redis-server binary");
-        let child = Command::new(binary)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self { port, child };
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while TcpListener::bind(("127.0.0.1", port)).is_ok()
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server never listened on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let mut all = vec!["-p".to_owned(), self.port.to_string()];
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        cli(&all)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn near_cache_flushes_are_counted_by_reason() {
     let metrics = mes_testkit::metrics::recorded().await;
-    let server = Server::start();
+    let server = RedisServer::start();
     let config = CacheConfig::from_url(&format!("redis://127.0.0.1:{}", server.port))
         .unwrap()
         .near_cache(NearCache::new(100, Duration::from_secs(600)));

@@ -10,65 +10,13 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::time::Duration;
 
+mod common;
+
+use common::server::RedisServer;
 use mes_cache::{CacheConfig, CacheKeyPrefix, Error, ReconnectPolicy, ReferenceDataCache};
-
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(port: u16) -> Self {
-        let binary = mes_testkit::required_env("MES_TEST_REDIS_SERVER_BIN", "redis-server binary");
-        let server = Self {
-            child: Command::new(binary)
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        };
-        // Ready when it answers PING (bounded: 200 attempts).
-        for _ in 0..200 {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-                let mut reply = [0u8; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return server;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server on port {port} did not start");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_is_an_error_and_the_cache_recovers() {
@@ -76,7 +24,7 @@ async fn outage_is_an_error_and_the_cache_recovers() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let mut server = Server::start(port);
+    let mut server = RedisServer::start_on(port);
     let config = CacheConfig::from_url(&format!("redis://127.0.0.1:{port}"))
         .unwrap()
         .namespace("mes:test:outage")
@@ -111,7 +59,7 @@ async fn outage_is_an_error_and_the_cache_recovers() {
     assert!(counters.errors >= 2, "{counters:?}");
     assert_eq!(counters.loader_fallbacks, 1);
 
-    let _server = Server::start(port);
+    let _server = RedisServer::start_on(port);
     // The client reconnects by itself; wait for it (bounded, each failing
     // attempt ends at the command timeout).
     let mut healthy = false;
