@@ -14,9 +14,9 @@ mod common;
 use std::time::Duration;
 
 use common::near::wait_until;
-use common::server::RedisServer;
 use common::{Harness, Target, part};
 use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
+use mes_testkit::redis::{RedisBinaries, RedisServer};
 use serde_json::Value;
 
 const PREFIX: &str = "mes.cache.prefix";
@@ -162,15 +162,15 @@ async fn near_cache_hits_and_invalidations_are_counted() {
 #[tokio::test]
 async fn near_cache_flushes_are_counted_by_reason() {
     let metrics = mes_testkit::metrics::recorded().await;
-    let server = RedisServer::start();
-    let config = CacheConfig::from_url(&format!("redis://127.0.0.1:{}", server.port))
+    let server = RedisServer::start(&RedisBinaries::for_tests(), &[]).unwrap();
+    let config = CacheConfig::from_url(&server.url())
         .unwrap()
         .near_cache(NearCache::new(100, Duration::from_secs(600)));
     let cache = ReferenceDataCache::connect(config).await.unwrap();
     let prefix = CacheKeyPrefix::new("metrics_flush");
     drop(metrics.snapshot());
 
-    server.cli(&["FLUSHALL"]);
+    server.cli(&["FLUSHALL"]).unwrap();
     wait_until("the flush is reported", || {
         cache.near_cache_stats().unwrap().flushes.server_flush == 1
     })
@@ -181,7 +181,7 @@ async fn near_cache_flushes_are_counted_by_reason() {
     assert_eq!(flushes("disconnected"), 0);
 
     // The listening connection is cut: dropped whole, then again once back.
-    server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
     wait_until("tracking is back", || {
         let stats = cache.near_cache_stats().unwrap();
         stats.flushes.reconnected >= 1 && stats.tracking

@@ -10,22 +10,17 @@
     clippy::indexing_slicing
 )]
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 mod common;
 
-use common::server::RedisServer;
 use mes_cache::{CacheConfig, CacheKeyPrefix, Error, ReconnectPolicy, ReferenceDataCache};
+use mes_testkit::redis::{RedisBinaries, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_is_an_error_and_the_cache_recovers() {
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let mut server = RedisServer::start_on(port);
-    let config = CacheConfig::from_url(&format!("redis://127.0.0.1:{port}"))
+    let mut server = RedisServer::start(&RedisBinaries::for_tests(), &[]).unwrap();
+    let config = CacheConfig::from_url(&server.url())
         .unwrap()
         .namespace("mes:test:outage")
         .command_timeout(Duration::from_millis(500))
@@ -41,7 +36,7 @@ async fn outage_is_an_error_and_the_cache_recovers() {
         Some("strut")
     );
 
-    server.stop();
+    server.kill();
     let read = cache.get::<String>(&part, "P-1").await;
     assert!(
         matches!(read, Err(Error::Redis { .. })),
@@ -59,7 +54,7 @@ async fn outage_is_an_error_and_the_cache_recovers() {
     assert!(counters.errors >= 2, "{counters:?}");
     assert_eq!(counters.loader_fallbacks, 1);
 
-    let _server = RedisServer::start_on(port);
+    server.restart().unwrap();
     // The client reconnects by itself; wait for it (bounded, each failing
     // attempt ends at the command timeout).
     let mut healthy = false;

@@ -42,6 +42,8 @@
 //!   client and a server, and [`netns::Jail`]: a process in a network
 //!   namespace of its own, cut off from one address or from everything; for
 //!   the fault scenarios (`cargo xtask faults`).
+//! - [`redis::RedisServer`] and [`redis::RedisCluster`]: Redis servers of a
+//!   test's own, to kill, restart, fail over (a Sentinel) or reshard.
 
 #![allow(
     clippy::panic,
@@ -61,6 +63,7 @@ pub mod netns;
 pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod redis;
 pub mod tansu;
 pub mod tls_proxy;
 

@@ -4,7 +4,6 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod near;
-pub mod server;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
