@@ -513,6 +513,7 @@ impl Coordinator {
                 tp: tp.clone(),
                 owner: share.owner.clone(),
                 kafka_committed,
+                stored: None,
                 position: Arc::clone(&position),
                 client: self.client.clone(),
                 state: Arc::clone(&self.state),

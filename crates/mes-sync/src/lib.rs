@@ -30,7 +30,12 @@
 //!   lists them with those headers read, and [`DeadLetterReplay`] puts
 //!   chosen ones back on their topic (both behind `mes dlq`).
 //! - **Exactly-once Redis effects.** A handler may return [`Effects`],
-//!   applied atomically with the commit.
+//!   applied atomically with the commit. Each commit continues from the
+//!   offset the last one wrote; when a Redis failover (Sentinel, Cluster)
+//!   lost acknowledged writes, the next commit is refused and the
+//!   partition goes back to the offset Redis still holds, handling again
+//!   the events whose effects were lost with it
+//!   (`mes.consumer.commits.diverged`).
 //! - **Cache sync rules as data.** [`CacheSync`] says which cache entries an
 //!   event makes stale ([`CacheSync::fleet`] is the ready set for the
 //!   fleet's reference data); [`EventConsumer::sync`] applies them with a
@@ -114,6 +119,7 @@
 //! | `mes.consumer.retries` | counter | group, topic | failed handler attempts that were retried |
 //! | `mes.consumer.lag` | gauge | group, topic, partition | records not yet committed, as of the last fetch |
 //! | `mes.consumer.commit.duration` | histogram (s) | group, `mes.store` | a commit: `redis` (offset, marks and effects) or `kafka` (the mirrored offsets) |
+//! | `mes.consumer.commits.diverged` | counter | group, topic | commits refused because Redis no longer held the offset the partition had reached (a failover lost acknowledged writes); the partition went back to Redis's offset and handled those events again |
 //! | `mes.consumer.rebalances` | counter | group, `mes.reason` | partitions given up to join again: `rebalance`, `session_lost`, `partitions_changed` |
 //! | `mes.consumer.subscription_gaps` | gauge | group | topics some instance reads and the leader does not (nobody consumes them); alarm above 0 |
 //!

@@ -14,6 +14,7 @@ pub(crate) const LAG: &str = "mes.consumer.lag";
 pub(crate) const COMMIT_DURATION: &str = "mes.consumer.commit.duration";
 pub(crate) const REBALANCES: &str = "mes.consumer.rebalances";
 pub(crate) const SUBSCRIPTION_GAPS: &str = "mes.consumer.subscription_gaps";
+pub(crate) const DIVERGED: &str = "mes.consumer.commits.diverged";
 
 const GROUP: &str = "messaging.consumer.group.name";
 const TOPIC: &str = "messaging.destination.name";
@@ -32,6 +33,7 @@ pub(crate) struct PartitionMetrics {
     pub(crate) lag: Gauge,
     pub(crate) process: Histogram,
     pub(crate) redis_commit: Histogram,
+    pub(crate) diverged: Counter,
 }
 
 impl PartitionMetrics {
@@ -46,7 +48,8 @@ impl PartitionMetrics {
             retries: counter!(RETRIES, GROUP => group.clone(), TOPIC => topic.clone()),
             lag: gauge!(LAG, GROUP => group.clone(), TOPIC => topic.clone(), PARTITION => partition),
             process: histogram!(PROCESS_DURATION, GROUP => group.clone(), TOPIC => topic),
-            redis_commit: histogram!(COMMIT_DURATION, GROUP => group, STORE => "redis"),
+            redis_commit: histogram!(COMMIT_DURATION, GROUP => group.clone(), STORE => "redis"),
+            diverged: counter!(DIVERGED, GROUP => group, TOPIC => tp.topic.clone()),
         }
     }
 }

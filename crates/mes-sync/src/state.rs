@@ -53,6 +53,25 @@ pub(crate) struct Handled<'a> {
     pub(crate) effects: &'a Effects,
 }
 
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// Written; this many of its events were marked already (handled
+    /// meanwhile elsewhere): their effects were not applied again.
+    Written { already_marked: u64 },
+    /// The stored offset already was the new one: an earlier attempt of
+    /// this commit landed and only its reply was lost. Nothing written.
+    Landed,
+    /// Another owner holds the partition (or the claim lapsed). Nothing
+    /// written.
+    NotOwner,
+    /// The stored offset is not the one this commit continues from: Redis
+    /// lost writes it had acknowledged (a failover promoted a replica that
+    /// had not received them yet) or someone moved the offset. Nothing
+    /// written; the caller starts again from what is stored.
+    Diverged,
+}
+
 /// Where a partition stands in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct StoredPosition {
@@ -124,15 +143,23 @@ return 0
 
 /// KEYS: owner, offsets hash, then per event: its seen mark, then one key
 /// per effect. ARGV: owner value, offsets field, next offset, dedup window
-/// ms, event count, then per event: effect count, then per effect: op,
-/// arg, arg. Applies an event's effects only if its mark was not set yet
-/// (a redelivery, or the same event on another partition, changes
-/// nothing). Returns -1 when the owner is not this one (nothing written),
-/// else how many events were already marked.
+/// ms, event count, the offset this commit continues from ('' for none),
+/// then per event: effect count, then per effect: op, arg, arg. Applies an
+/// event's effects only if its mark was not set yet (a redelivery, or the
+/// same event on another partition, changes nothing). Returns -1 when the
+/// owner is not this one, -3 when the stored offset already is the next
+/// one (an earlier attempt landed), -2 when it is neither that nor the one
+/// continued from (nothing written in those three cases); else how many
+/// events were already marked.
 const COMMIT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local stored = redis.call('HGET', KEYS[2], ARGV[2])
+if (stored or '') ~= ARGV[6] then
+  if stored == ARGV[3] then return -3 end
+  return -2
+end
 local k = 3
-local a = 6
+local a = 7
 local marked = 0
 for e = 1, tonumber(ARGV[5]) do
   local effects = tonumber(ARGV[a])
@@ -325,17 +352,18 @@ impl GroupState {
     }
 
     /// Commits `next_offset` for the partition and, for each of `events`
-    /// not marked yet, marks it and applies its effects: all at once, and
-    /// only while `owner` holds the partition. `None`: it does not, nothing
-    /// was written; else how many events were marked already (handled by
-    /// someone else meanwhile; their effects were not applied again).
+    /// not marked yet, marks it and applies its effects: all at once, only
+    /// while `owner` holds the partition, and only if the stored offset is
+    /// still `from` (what this owner read or last committed; `None`:
+    /// nothing stored).
     pub(crate) async fn commit(
         &self,
         tp: &TopicPartition,
         owner: &Owner,
+        from: Option<i64>,
         next_offset: i64,
         events: &[Handled<'_>],
-    ) -> Result<Option<u64>, Error> {
+    ) -> Result<Committed, Error> {
         let mut keys = vec![self.owner_key(tp), self.offsets_key()];
         let mut args = vec![
             owner.value(),
@@ -343,6 +371,7 @@ impl GroupState {
             next_offset.to_string(),
             self.dedup_window_ms.to_string(),
             events.len().to_string(),
+            from.map(|offset| offset.to_string()).unwrap_or_default(),
         ];
         for handled in events {
             keys.push(self.seen_key(handled.event_id));
@@ -360,12 +389,19 @@ impl GroupState {
                 args.extend([op.to_owned(), a, b]);
             }
         }
-        let marked: i64 = self
+        let outcome: i64 = self
             .client
             .eval(COMMIT, keys, args)
             .await
             .map_err(state_error("commit an offset"))?;
-        Ok(u64::try_from(marked).ok())
+        Ok(match outcome {
+            -1 => Committed::NotOwner,
+            -2 => Committed::Diverged,
+            -3 => Committed::Landed,
+            marked => Committed::Written {
+                already_marked: u64::try_from(marked).unwrap_or_default(),
+            },
+        })
     }
 
     pub(crate) async fn close(&self) {
@@ -388,6 +424,10 @@ mod tests {
         GroupState::connect(&mes_testkit::redis_url(), group, Duration::from_secs(60))
             .await
             .unwrap()
+    }
+
+    fn written(already_marked: u64) -> Committed {
+        Committed::Written { already_marked }
     }
 
     fn owner(generation: i32, member: &str) -> Owner {
@@ -431,8 +471,10 @@ mod tests {
         );
         assert!(a.claim(&tp, &a1, SESSION).await.unwrap(), "a claim is renewable");
         assert_eq!(
-            a.commit(&tp, &a1, 10, &[handled("e-1", &NONE)]).await.unwrap(),
-            Some(0)
+            a.commit(&tp, &a1, None, 10, &[handled("e-1", &NONE)])
+                .await
+                .unwrap(),
+            written(0)
         );
 
         // A rebalance a missed: generation 2 gives the partition to b.
@@ -445,8 +487,10 @@ mod tests {
         // a wakes up and tries to commit what it was doing: refused, nothing written.
         let stale = Effects::none().hash_increment(format!("{}:effects", a.base), "e-2", 1);
         assert_eq!(
-            a.commit(&tp, &a1, 11, &[handled("e-2", &stale)]).await.unwrap(),
-            None
+            a.commit(&tp, &a1, Some(10), 11, &[handled("e-2", &stale)])
+                .await
+                .unwrap(),
+            Committed::NotOwner
         );
         assert_eq!(
             a.renew(std::slice::from_ref(&tp), &a1, SESSION).await.unwrap(),
@@ -458,8 +502,10 @@ mod tests {
         assert_eq!(effects, None);
 
         assert_eq!(
-            b.commit(&tp, &b2, 11, &[handled("e-2", &NONE)]).await.unwrap(),
-            Some(0)
+            b.commit(&tp, &b2, Some(10), 11, &[handled("e-2", &NONE)])
+                .await
+                .unwrap(),
+            written(0)
         );
         assert_eq!(a.position(&tp).await.unwrap().committed, Some(11));
         // A stale release does not free b's claim either.
@@ -505,8 +551,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            a.commit(&tp, &a1, 5, &[handled("e-1", &NONE)]).await.unwrap(),
-            None
+            a.commit(&tp, &a1, None, 5, &[handled("e-1", &NONE)])
+                .await
+                .unwrap(),
+            Committed::NotOwner
         );
         assert_eq!(a.position(&tp).await.unwrap(), StoredPosition::default());
         assert_eq!(a.seen(&["e-1"]).await.unwrap(), [false]);
@@ -522,7 +570,7 @@ mod tests {
         };
         let a1 = owner(4, "a");
         assert!(a.claim(&tp, &a1, SESSION).await.unwrap());
-        assert_eq!(a.commit(&tp, &a1, 9, &[]).await.unwrap(), Some(0));
+        assert_eq!(a.commit(&tp, &a1, None, 9, &[]).await.unwrap(), written(0));
         a.mirrored(&[(tp.clone(), 7)]).await.unwrap();
         assert_eq!(
             a.position(&tp).await.unwrap(),
@@ -534,6 +582,71 @@ mod tests {
         let _: i64 = a
             .client
             .del(vec![a.owner_key(&tp), a.offsets_key(), a.mirrored_key()])
+            .await
+            .unwrap();
+    }
+
+    /// A commit continues from the offset its owner read or last wrote. If
+    /// Redis no longer holds that offset (a failover lost acknowledged
+    /// writes: the commit, its marks and its effects together, since a
+    /// replica receives a script's writes as one transaction), nothing is
+    /// written and the owner is told; if it already holds the new offset,
+    /// an earlier attempt landed and nothing is written twice.
+    #[tokio::test]
+    async fn a_commit_that_does_not_continue_the_stored_offset_writes_nothing() {
+        let group = format!("diverged-{}", ulid::Ulid::new());
+        let a = state(&group).await;
+        let tp = TopicPartition {
+            topic: "mes.x.events".into(),
+            partition: 1,
+        };
+        let a1 = owner(1, "a");
+        let effects_key = format!("{}:effects", a.base);
+        let count = |id: &str| Effects::none().hash_increment(effects_key.clone(), id, 1);
+        let (e1, e2) = (count("e-1"), count("e-2"));
+        assert!(a.claim(&tp, &a1, SESSION).await.unwrap());
+        assert_eq!(
+            a.commit(&tp, &a1, None, 8, &[handled("e-1", &e1)]).await.unwrap(),
+            written(0)
+        );
+        // The same commit again (its reply was lost, the caller retried).
+        assert_eq!(
+            a.commit(&tp, &a1, None, 8, &[handled("e-1", &e1)]).await.unwrap(),
+            Committed::Landed
+        );
+        // What a failover to a replica that missed the last writes leaves:
+        // an older offset.
+        let _: i64 = a
+            .client
+            .hset(a.offsets_key(), (tp.to_string(), "5"))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.commit(&tp, &a1, Some(8), 9, &[handled("e-2", &e2)])
+                .await
+                .unwrap(),
+            Committed::Diverged
+        );
+        assert_eq!(a.position(&tp).await.unwrap().committed, Some(5));
+        assert_eq!(a.seen(&["e-2"]).await.unwrap(), [false]);
+        // Or nothing at all.
+        let _: i64 = a.client.hdel(a.offsets_key(), tp.to_string()).await.unwrap();
+        assert_eq!(
+            a.commit(&tp, &a1, Some(8), 9, &[handled("e-2", &e2)])
+                .await
+                .unwrap(),
+            Committed::Diverged
+        );
+        let applied: std::collections::HashMap<String, i64> = a.client.hgetall(&effects_key).await.unwrap();
+        assert_eq!(applied, [("e-1".to_owned(), 1)].into_iter().collect());
+        let _: i64 = a
+            .client
+            .del(vec![
+                a.owner_key(&tp),
+                a.offsets_key(),
+                effects_key,
+                a.seen_key("e-1"),
+            ])
             .await
             .unwrap();
     }
@@ -555,8 +668,8 @@ mod tests {
         assert!(a.claim(&tp, &a1, SESSION).await.unwrap());
         let (e1, e2, e3) = (count("e-1"), count("e-2"), count("e-3"));
         assert_eq!(
-            a.commit(&tp, &a1, 1, &[handled("e-1", &e1)]).await.unwrap(),
-            Some(0)
+            a.commit(&tp, &a1, None, 1, &[handled("e-1", &e1)]).await.unwrap(),
+            written(0)
         );
         assert_eq!(a.seen(&["e-1", "e-2"]).await.unwrap(), [true, false]);
 
@@ -567,8 +680,8 @@ mod tests {
             handled("e-2", &e2),
         ];
         assert_eq!(
-            a.commit(&tp, &a1, 5, &batch).await.unwrap(),
-            Some(2),
+            a.commit(&tp, &a1, Some(1), 5, &batch).await.unwrap(),
+            written(2),
             "e-1 and the second e-2"
         );
         let applied: std::collections::HashMap<String, i64> = a.client.hgetall(&effects_key).await.unwrap();

@@ -18,7 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{ConsumerConfig, StartPosition};
 use crate::handler::{AttemptError, Effects, Handlers, Plan};
 use crate::metrics::{PartitionMetrics, seconds};
-use crate::state::{GroupState, Handled, Owner, TopicPartition};
+use crate::state::{Committed, GroupState, Handled, Owner, TopicPartition};
 use crate::stats::{PartitionCounters, StatsRegistry};
 
 /// Back-off of retried infrastructure calls (Redis, Kafka, dead letters).
@@ -31,6 +31,10 @@ pub(crate) struct PartitionWorker {
     /// The group's committed offset in Kafka when the partition was
     /// assigned (`None`: none).
     pub(crate) kafka_committed: Option<i64>,
+    /// The offset Redis holds for the partition as far as this worker
+    /// knows (read at the start, then each commit's): the next commit
+    /// continues from it, or is refused.
+    pub(crate) stored: Option<i64>,
     /// The next offset to read, published for the coordinator to mirror
     /// to Kafka (-1 until the start is known).
     pub(crate) position: Arc<AtomicI64>,
@@ -143,23 +147,53 @@ impl Drop for Prefetch {
 }
 
 /// Why a record's processing ended early.
+/// Why a worker (re)starts consuming.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    /// The partition was just assigned.
+    Assigned,
+    /// A commit diverged from what Redis holds: from Redis's offset.
+    FromRedis,
+}
+
 enum Interrupted {
     /// Shutdown or a rebalance asked for it; the record stays uncommitted.
     Stopped,
     /// A commit was refused: this member's claim lapsed or a newer
     /// generation claimed the partition.
     ClaimLost,
+    /// A commit was refused: Redis no longer holds the offset this worker
+    /// reached (a failover lost acknowledged writes, or someone moved it).
+    Diverged,
 }
 
 impl PartitionWorker {
     pub(crate) async fn run(mut self) {
         let span = info_span!("partition", topic = %self.tp.topic, partition = self.tp.partition);
         async {
-            match self.consume().await {
-                Interrupted::Stopped => info!("stopped the partition"),
-                Interrupted::ClaimLost => {
-                    warn!("claim lost (lapsed or taken by a newer generation); stopped");
+            let mut resume = Resume::Assigned;
+            loop {
+                match self.consume(resume).await {
+                    Interrupted::Stopped => info!("stopped the partition"),
+                    Interrupted::ClaimLost => {
+                        warn!("claim lost (lapsed or taken by a newer generation); stopped");
+                    }
+                    Interrupted::Diverged => {
+                        // Redis's state is a prefix of what was written (a
+                        // replica gets each commit's offset, marks and
+                        // effects as one transaction), so going back to its
+                        // offset handles again exactly the events whose
+                        // effects it lost.
+                        warn!(
+                            reached = ?self.stored,
+                            "Redis no longer holds the offset this partition reached (a failover lost acknowledged writes?); handling again from what it holds"
+                        );
+                        self.metrics.diverged.increment(1);
+                        resume = Resume::FromRedis;
+                        continue;
+                    }
                 }
+                break;
             }
             self.counters.owned.store(false, Ordering::Relaxed);
             self.stats.changed();
@@ -196,8 +230,8 @@ impl PartitionWorker {
             .max_bytes(usize::try_from(self.config.fetch_max_bytes).unwrap_or(1024 * 1024))
     }
 
-    async fn consume(&mut self) -> Interrupted {
-        let Some(mut offset) = self.start_offset().await else {
+    async fn consume(&mut self, resume: Resume) -> Interrupted {
+        let Some(mut offset) = self.start_offset(resume).await else {
             return Interrupted::Stopped;
         };
         self.committed(offset);
@@ -282,14 +316,22 @@ impl PartitionWorker {
         Interrupted::Stopped
     }
 
-    /// Where to start: the committed offset (Kafka's if someone else moved
-    /// it, else Redis's), else the configured position.
-    async fn start_offset(&mut self) -> Option<i64> {
+    /// Where to start: the committed offset (when assigned: Kafka's if
+    /// someone else moved it, else Redis's), else the configured position.
+    async fn start_offset(&mut self, resume: Resume) -> Option<i64> {
         let mut backoff = INFRA_BACKOFF;
         loop {
             match self.state.position(&self.tp).await {
                 Ok(stored) => {
-                    if let Some(start) = stored.start(self.kafka_committed) {
+                    self.stored = stored.committed;
+                    let start = match resume {
+                        Resume::Assigned => stored.start(self.kafka_committed),
+                        // Kafka's offset was mirrored from the state Redis
+                        // lost: at most where this worker was, never behind
+                        // what Redis holds now unless Redis holds nothing.
+                        Resume::FromRedis => stored.committed.or(self.kafka_committed),
+                    };
+                    if let Some(start) = start {
                         if Some(start) != stored.committed {
                             info!(
                                 start,
@@ -599,24 +641,33 @@ impl PartitionWorker {
     }
 
     async fn commit_events(&mut self, next: i64, events: &[Handled<'_>]) -> Result<(), Interrupted> {
-        let (tp, owner) = (self.tp.clone(), self.owner.clone());
+        let (tp, owner, from) = (self.tp.clone(), self.owner.clone(), self.stored);
         let started = Instant::now();
         let committed = self
             .retry_state(|state| {
                 let (tp, owner) = (tp.clone(), owner.clone());
-                async move { state.commit(&tp, &owner, next, events).await }
+                async move { state.commit(&tp, &owner, from, next, events).await }
             })
             .await?;
         self.metrics.redis_commit.record(seconds(started.elapsed()));
         match committed {
-            Some(marked) => {
+            Committed::Written { already_marked } => {
                 // Handled meanwhile by another partition's copy of the event
                 // (or twice in this run): its effects were not applied again.
-                self.counters.duplicates.fetch_add(marked, Ordering::Relaxed);
-                self.metrics.duplicate.increment(marked);
+                self.counters
+                    .duplicates
+                    .fetch_add(already_marked, Ordering::Relaxed);
+                self.metrics.duplicate.increment(already_marked);
+                self.stored = Some(next);
                 Ok(())
             }
-            None => Err(Interrupted::ClaimLost),
+            // An attempt whose reply was lost had written it all.
+            Committed::Landed => {
+                self.stored = Some(next);
+                Ok(())
+            }
+            Committed::NotOwner => Err(Interrupted::ClaimLost),
+            Committed::Diverged => Err(Interrupted::Diverged),
         }
     }
 
