@@ -11,6 +11,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -215,31 +217,7 @@ async fn cache_with_near_cache_through_a_slowed_cut_and_blackholed_link() {
         reading.await.unwrap();
     }
 
-    // A fence: once the reader's L1 has dropped an entry written after the
-    // load stopped, every earlier invalidation has been handled too (they
-    // arrive in order on one connection).
-    let fence = "fence";
-    writer.set(&prefix, fence, &json!({"v": 0}), None).await.unwrap();
-    wait_until("the fence cached in L1", || {
-        let (reader, prefix) = (reader.clone(), prefix.clone());
-        async move {
-            let _ = reader.get::<Value>(&prefix, fence).await;
-            reader.near_cache_holds(&prefix, fence)
-        }
-    })
-    .await;
-    writer.set(&prefix, fence, &json!({"v": 1}), None).await.unwrap();
-    wait_until("the fence's invalidation handled", || {
-        let (reader, prefix) = (reader.clone(), prefix.clone());
-        async move {
-            reader
-                .get::<Value>(&prefix, fence)
-                .await
-                .unwrap()
-                .is_some_and(|v| version(&v) == 1)
-        }
-    })
-    .await;
+    common::fence_near_cache(&reader, &writer, &prefix).await;
     let mut stale_after_heal = 0;
     for (k, id) in ids.iter().enumerate() {
         let read = reader.get::<Value>(&prefix, id).await.unwrap().unwrap();
@@ -291,6 +269,5 @@ async fn cache_with_near_cache_through_a_slowed_cut_and_blackholed_link() {
         );
     println!("{:#}", report.to_json());
     writer.invalidate_all(&prefix).await.unwrap();
-    writer.invalidate(&prefix, fence).await.unwrap();
     report.finish();
 }

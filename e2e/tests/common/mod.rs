@@ -80,6 +80,36 @@ pub async fn audit_topic(brokers: &str, topic: &str, events: &[DomainEvent]) -> 
     }
 }
 
+/// A fence through a near cache: returns once `reader`'s L1 has dropped
+/// an entry `writer` rewrote after every write before this call, so every
+/// earlier invalidation has been handled too (they arrive in order on one
+/// connection). The fence entry is removed afterwards.
+pub async fn fence_near_cache(
+    reader: &mes_cache::ReferenceDataCache,
+    writer: &mes_cache::ReferenceDataCache,
+    prefix: &mes_cache::CacheKeyPrefix,
+) {
+    const FENCE: &str = "fence";
+    let started = std::time::Instant::now();
+    let step = |what: &str| {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what} within 30 s");
+        tokio::time::sleep(Duration::from_millis(20))
+    };
+    writer.set(prefix, FENCE, &0, None).await.unwrap();
+    loop {
+        let _ = reader.get::<u64>(prefix, FENCE).await;
+        if reader.near_cache_holds(prefix, FENCE) {
+            break;
+        }
+        step("the fence cached in L1").await;
+    }
+    writer.set(prefix, FENCE, &1, None).await.unwrap();
+    while reader.get::<u64>(prefix, FENCE).await.ok().flatten() != Some(1) {
+        step("the fence's invalidation handled").await;
+    }
+    writer.invalidate(prefix, FENCE).await.unwrap();
+}
+
 /// Waits until the outbox has no pending row (a failed read counts as not
 /// yet), within `patience`; returns how long it took.
 pub async fn wait_drained(
