@@ -921,9 +921,15 @@ impl ReferenceDataCache {
     /// (the `mes` command line draws a progress bar with it; the total to
     /// expect is [`stats`](Self::stats)' `key_count`).
     ///
+    /// On a Cluster whose slots move meanwhile (a reshard), the scan is
+    /// made again until one pass saw no slot move, so no entry that existed
+    /// when it was called is left; it then lasts until the moves pause.
+    ///
     /// # Errors
     /// [`Error::Redis`], [`Error::Closed`]; the pages removed before a
-    /// failure stay removed (and were reported).
+    /// failure stay removed (and were reported). [`Error::Redis`] with a
+    /// [`SlotsKeptMoving`](crate::SlotsKeptMoving) source when slots kept moving through about half
+    /// a minute of scans.
     pub async fn invalidate_all_with_progress(
         &self,
         prefix: &CacheKeyPrefix,

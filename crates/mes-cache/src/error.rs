@@ -91,3 +91,16 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A scan of a Cluster could not finish without slots moving under it: a
+/// reshard went on for longer than the passes allowed, or a migration was
+/// left open (`redis-cli --cluster check` shows it; `--cluster fix` closes
+/// it). Entries may remain; what was removed stays removed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "slots of the cluster kept moving during {passes} scans (a reshard in progress, or a migration left open)"
+)]
+pub struct SlotsKeptMoving {
+    /// How many scans were made.
+    pub passes: u32,
+}

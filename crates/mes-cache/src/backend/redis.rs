@@ -2,16 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::time::Duration;
 
 use fred::clients::Pool;
 use fred::prelude::{ClientLike, ClusterInterface, KeysInterface};
 use fred::types::scan::{ScanResult, Scanner};
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use futures::{Stream, StreamExt};
+use tracing::debug;
 
 use super::{Raw, ServerStats, server_stats_from_info};
 use crate::config::{CacheConfig, ReconnectPolicy};
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Error, Result, SlotsKeptMoving};
 
 pub(crate) struct RedisBackend {
     pool: Pool,
@@ -408,7 +410,37 @@ return 1
     /// Each `SCAN` page (on every primary in Cluster mode) is unlinked
     /// before the next one is asked for: the client never holds more than
     /// one page per node.
+    ///
+    /// In Cluster mode a key whose slot moves during the scan can leave a
+    /// node not scanned yet for one already scanned, and be missed. So a
+    /// pass counts only if no slot was migrating when it began or ended and
+    /// the slots' owners did not change meanwhile; else it is done again
+    /// (with the owners refreshed) until one does: during a reshard the
+    /// call lasts until the moves pause or end, [`SCAN_PASSES`] passes at
+    /// most (about half a minute), then fails with [`SlotsKeptMoving`].
     pub(crate) async fn scan_unlink(
+        &self,
+        pattern: &str,
+        page: u32,
+        on_page: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, BoxError> {
+        let mut removed = 0;
+        let mut wait = Duration::from_millis(20);
+        for _ in 0..SCAN_PASSES {
+            let before = self.slot_layout().await?;
+            removed += self.scan_unlink_pass(pattern, page, on_page).await?;
+            let after = self.slot_layout().await?;
+            if before == after && !after.migrating() {
+                return Ok(removed);
+            }
+            debug!(pattern, "slots moved during the scan; scanning again");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+        Err(Box::new(SlotsKeptMoving { passes: SCAN_PASSES }))
+    }
+
+    async fn scan_unlink_pass(
         &self,
         pattern: &str,
         page: u32,
@@ -426,6 +458,34 @@ return 1
             result.next();
         }
         Ok(removed)
+    }
+
+    /// Which slots each primary serves, as each says of itself (`CLUSTER
+    /// NODES`, its `myself` line: ranges, and `[slot->-node]` markers while
+    /// a slot migrates), after refreshing the client's view of the
+    /// primaries. Empty when not clustered.
+    async fn slot_layout(&self) -> Result<SlotLayout, BoxError> {
+        if !self.clustered {
+            return Ok(SlotLayout::default());
+        }
+        let client = self.pool.next();
+        client.sync_cluster().await?;
+        let mut owners = Vec::new();
+        for server in self.primaries() {
+            let nodes: String = client.with_cluster_node(server.clone()).cluster_nodes().await?;
+            let slots = nodes
+                .lines()
+                .find(|line| {
+                    line.split(' ')
+                        .nth(2)
+                        .is_some_and(|flags| flags.contains("myself"))
+                })
+                .map(|line| line.split(' ').skip(8).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default();
+            owners.push((server.to_string(), slots));
+        }
+        owners.sort();
+        Ok(SlotLayout(owners))
     }
 
     pub(crate) async fn scan_keys(
@@ -493,6 +553,21 @@ return 1
 
     pub(crate) async fn quit(&self) -> Result<(), BoxError> {
         Ok(self.pool.quit().await?)
+    }
+}
+
+/// Most scans of a Cluster an invalidation makes while slots move.
+const SCAN_PASSES: u32 = 30;
+
+/// Each primary's own account of its slots (see
+/// [`RedisBackend::slot_layout`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SlotLayout(Vec<(String, String)>);
+
+impl SlotLayout {
+    /// Whether a slot is being moved to or from one of the primaries.
+    fn migrating(&self) -> bool {
+        self.0.iter().any(|(_, slots)| slots.contains('['))
     }
 }
 
