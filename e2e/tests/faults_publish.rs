@@ -11,14 +11,16 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod common;
+
+use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mes_e2e::faults::{Report, scaled};
-use mes_events_types::{DomainEvent, EventType, decode};
+use mes_events_types::{DomainEvent, EventType};
 use mes_publisher::{Delivery, EventPublisher, PublisherConfig, RetryPolicy, TopicSettings, TopicSpec};
 use mes_testkit::fault_proxy::{Fault, FaultProxy};
 use mes_testkit::tansu::{TansuBroker, spare_port};
@@ -95,7 +97,7 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
                     loop {
                         match publisher.publish(&event).await {
                             Ok(_) => {
-                                acknowledged.push(event.id().to_string());
+                                acknowledged.push(event);
                                 break;
                             }
                             Err(error) => {
@@ -127,7 +129,7 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
     tokio::time::sleep(fault_length).await;
     stop.store(true, Ordering::Relaxed);
     let healed = Instant::now();
-    let mut acknowledged = HashSet::new();
+    let mut acknowledged = Vec::new();
     let mut published_again = HashSet::new();
     for producer in producers {
         let (landed, again) = producer.await.unwrap();
@@ -137,34 +139,7 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
     let finished_after_heal = healed.elapsed();
     let elapsed = started.elapsed();
     publisher.disconnect().await;
-
-    let mut sorted = mes_testkit::kafka::read_topic(&proxy.address(), &topic).await;
-    sorted.sort_by_key(|r| (r.partition, r.offset));
-    let mut copies: HashMap<String, u64> = HashMap::new();
-    let mut first_seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for read in &sorted {
-        let event = decode(&read.record).unwrap();
-        let count = copies.entry(event.id().to_string()).or_default();
-        *count += 1;
-        if *count == 1 {
-            first_seen
-                .entry(event.entity_id().unwrap().to_owned())
-                .or_default()
-                .push(event.data()["seq"].as_u64().unwrap());
-        }
-    }
-    let acked_lost = acknowledged.iter().filter(|id| !copies.contains_key(*id)).count() as u64;
-    let duplicated_by_library: u64 = copies
-        .iter()
-        .filter(|(id, n)| **n > 1 && !published_again.contains(*id))
-        .map(|(_, n)| n - 1)
-        .sum();
-    let duplicates: u64 = copies.values().map(|n| n - 1).sum();
-    // Each producer's events were acknowledged one after the other.
-    let out_of_order = first_seen
-        .values()
-        .filter(|seqs| seqs.iter().enumerate().any(|(i, seq)| *seq != i as u64))
-        .count() as u64;
+    let audit = common::audit_topic(&proxy.address(), &topic, &acknowledged, &published_again).await;
     let total = acknowledged.len();
     let mut report = Report::new(
         "publisher_broker_cut",
@@ -178,12 +153,12 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
         ),
     );
     report
-        .none("acknowledged events lost", acked_lost)
+        .none("acknowledged events lost", audit.lost)
         .none(
             "records written twice by the library's retries",
-            duplicated_by_library,
+            audit.duplicated_by_library,
         )
-        .none("entities whose events are out of order", out_of_order)
+        .none("entities whose events are out of order", audit.out_of_order)
         .check(
             "errors returned while cut and blackholed",
             "> 0",
@@ -197,7 +172,7 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
         .figure("errors_not_written", tally.not_written.load(Ordering::Relaxed))
         .figure(
             "duplicates_from_publishing_again",
-            duplicates - duplicated_by_library,
+            audit.duplicates - audit.duplicated_by_library,
         )
         .figure("stopped_ms_after_asked", finished_after_heal.as_millis() as u64)
         .figure("proxy", format!("{:?}", proxy.counts()));

@@ -48,15 +48,27 @@ pub struct TopicAudit {
     pub lost: u64,
     /// Records beyond the first of each event.
     pub duplicates: u64,
+    /// Of those, records of events the application never published again
+    /// (after a `MaybeWritten` error): written twice by the library itself.
+    pub duplicated_by_library: u64,
     /// Entities whose events' first copies are not in increasing order.
     pub out_of_order: u64,
 }
 
-/// Reads the whole topic and counts it against `events`.
-pub async fn audit_topic(brokers: &str, topic: &str, events: &[DomainEvent]) -> TopicAudit {
+/// Reads the whole topic and counts it against `events`, of which
+/// `published_again` were published once more by the application after an
+/// error that said they may have been written.
+pub async fn audit_topic(
+    brokers: &str,
+    topic: &str,
+    events: &[DomainEvent],
+    published_again: &std::collections::HashSet<String>,
+) -> TopicAudit {
+    let mut records = mes_testkit::kafka::read_topic(brokers, topic).await;
+    records.sort_by_key(|r| (r.partition, r.offset));
     let mut copies: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut first_seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for read in mes_testkit::kafka::read_topic(brokers, topic).await {
+    for read in records {
         let event = mes_events_types::decode(&read.record).unwrap();
         let count = copies.entry(event.id().to_string()).or_default();
         *count += 1;
@@ -73,6 +85,11 @@ pub async fn audit_topic(brokers: &str, topic: &str, events: &[DomainEvent]) -> 
             .filter(|e| !copies.contains_key(e.id().as_str()))
             .count() as u64,
         duplicates: copies.values().map(|n| n - 1).sum(),
+        duplicated_by_library: copies
+            .iter()
+            .filter(|(id, _)| !published_again.contains(*id))
+            .map(|(_, n)| n - 1)
+            .sum(),
         out_of_order: first_seen
             .values()
             .filter(|seqs| seqs.windows(2).any(|w| w[0] >= w[1]))
