@@ -113,7 +113,7 @@ async fn poison_records_and_oversized_events_at_load() {
             reason.split(':').next().unwrap_or_default().to_owned()
         })
         .collect();
-    let audit = group.audit_effects(&events, ENTITIES, per_entity).await;
+    let audit = group.audit_effects(&events, ENTITIES).await;
 
     let mut report = Report::new(
         "bad_input_at_load",

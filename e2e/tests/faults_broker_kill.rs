@@ -155,7 +155,11 @@ async fn broker_sigkilled_under_producers_and_a_consumer_group() {
     let since = Instant::now();
     while handled.len() < events.len() {
         let before = handled.len();
-        take(Instant::now() + Duration::from_millis(500), &mut handled, &mut owned);
+        take(
+            Instant::now() + Duration::from_millis(500),
+            &mut handled,
+            &mut owned,
+        );
         assert!(
             handled.len() > before || since.elapsed() < PATIENCE,
             "no progress: {} of {} handled, owned {:?}",
@@ -166,7 +170,7 @@ async fn broker_sigkilled_under_producers_and_a_consumer_group() {
     }
     let caught_up = back.elapsed();
     common::stop_members(&mut [&mut a, &mut b], &lines);
-    let effects = group.audit_effects(&events, ENTITIES, per_entity).await;
+    let effects = group.audit_effects(&events, ENTITIES).await;
     let on_topic = common::audit_topic(&broker.address(), &topic, &events, &published_again).await;
     publisher.disconnect().await;
 
@@ -184,8 +188,14 @@ async fn broker_sigkilled_under_producers_and_a_consumer_group() {
     );
     report
         .none("acknowledged events lost", on_topic.lost)
-        .none("records written twice by the library's retries", on_topic.duplicated_by_library)
-        .none("entities whose events are out of order on the topic", on_topic.out_of_order);
+        .none(
+            "records written twice by the library's retries",
+            on_topic.duplicated_by_library,
+        )
+        .none(
+            "entities whose events are out of order on the topic",
+            on_topic.out_of_order,
+        );
     effects.report_into(&mut report);
     report
         .check(
@@ -194,7 +204,10 @@ async fn broker_sigkilled_under_producers_and_a_consumer_group() {
             json!(errors_while_down),
             errors_while_down > 0,
         )
-        .figure("errors_maybe_written", tally.maybe_written.load(Ordering::Relaxed))
+        .figure(
+            "errors_maybe_written",
+            tally.maybe_written.load(Ordering::Relaxed),
+        )
         .figure("errors_not_written", tally.not_written.load(Ordering::Relaxed))
         .figure(
             "duplicates_from_publishing_again",
@@ -202,7 +215,10 @@ async fn broker_sigkilled_under_producers_and_a_consumer_group() {
         )
         .figure("handler_runs_repeated", runs - events.len() as u64)
         .figure("first_restart_ms", first_restart.as_millis() as u64)
-        .figure("all_handled_ms_after_second_restart", caught_up.as_millis() as u64);
+        .figure(
+            "all_handled_ms_after_second_restart",
+            caught_up.as_millis() as u64,
+        );
     println!("{:#}", report.to_json());
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);

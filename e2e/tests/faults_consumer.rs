@@ -120,7 +120,7 @@ async fn a_members_link_to_redis_cut_and_blackholed_under_load() {
     let publish_time = publishing.await.unwrap();
     common::stop_members(&mut [&mut a, &mut b], &lines);
 
-    let audit = group.audit_effects(&events, ENTITIES, per_entity).await;
+    let audit = group.audit_effects(&events, ENTITIES).await;
     let mut report = Report::new(
         "consumer_redis_cut",
         format!(

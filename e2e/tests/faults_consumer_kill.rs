@@ -96,7 +96,7 @@ async fn killed_and_restarted_consumers_apply_every_effect_once_in_order() {
         handled_lines - events.len()
     );
 
-    let audit = group.audit_effects(&events, ENTITIES, PER_ENTITY).await;
+    let audit = group.audit_effects(&events, ENTITIES).await;
     let mut report = Report::new(
         "consumer_sigkill",
         format!("the only member SIGKILLed {KILLS} times at random points, restarted each time"),

@@ -77,7 +77,7 @@ async fn a_member_frozen_past_its_session_changes_nothing_when_it_wakes() {
         }
     }
     b.wait();
-    let audit = group.audit_effects(&events, ENTITIES, PER_ENTITY).await;
+    let audit = group.audit_effects(&events, ENTITIES).await;
     let mut report = Report::new(
         "consumer_sigstop_zombie",
         "one of two members SIGSTOPped past its session, removed from the group, then resumed",

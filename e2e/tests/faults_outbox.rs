@@ -101,7 +101,8 @@ async fn outbox_relay_through_a_cut_and_blackholed_link_to_postgres() {
     let drained_after = common::wait_drained(&outbox, &pool, PATIENCE).await;
     let stats = relay.shutdown().await;
 
-    let topic_audit = common::audit_topic(&group.brokers, &topic, &events, &std::collections::HashSet::new()).await;
+    let topic_audit =
+        common::audit_topic(&group.brokers, &topic, &events, &std::collections::HashSet::new()).await;
 
     let mut report = Report::new(
         "outbox_relay_postgres_cut",

@@ -166,7 +166,7 @@ async fn a_member_partitioned_from_the_coordinator_then_from_everything() {
     let publish_time = publishing.await.unwrap();
     common::stop_members(&mut [&mut a, &mut b], &lines);
 
-    let audit = group.audit_effects(&events, ENTITIES, per_entity).await;
+    let audit = group.audit_effects(&events, ENTITIES).await;
     let mut report = Report::new(
         "consumer_partitioned",
         format!(

@@ -154,7 +154,8 @@ async fn outbox_through_postgres_crashes_and_restarts() {
     let drained_after = common::wait_drained(&outbox, &pool, PATIENCE).await;
     let stats = relay.shutdown().await;
 
-    let topic_audit = common::audit_topic(&group.brokers, &topic, &events, &std::collections::HashSet::new()).await;
+    let topic_audit =
+        common::audit_topic(&group.brokers, &topic, &events, &std::collections::HashSet::new()).await;
 
     let mut report = Report::new(
         "postgres_crash_restart",

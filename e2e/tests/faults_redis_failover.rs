@@ -425,7 +425,7 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     }
     let caught_up = healed.elapsed();
     common::stop_members(&mut [&mut a, &mut b], &lines);
-    let audit = group.audit_effects(&events, ENTITIES, per_entity).await;
+    let audit = group.audit_effects(&events, ENTITIES).await;
 
     let stale_reads: u64 = phases.iter().map(|p| p.stale.load(Ordering::Relaxed)).sum();
     let failover_errors: u64 = phases[1].errors.lock().unwrap().values().sum();

@@ -129,7 +129,5 @@ async fn a_relay_killed_after_the_ack_duplicates_only_its_batch_in_flight() {
     while lines.recv().unwrap().1 != "STOPPED" {}
     member.wait();
 
-    group
-        .assert_effects_once_in_order(&events, ENTITIES, PER_ENTITY)
-        .await;
+    group.assert_effects_once_in_order(&events, ENTITIES).await;
 }

@@ -74,8 +74,10 @@ Tasks:
               Prints executions, crashes and peak RSS per target; fails on a
               crash, naming the saved input.
   faults      The fault scenarios (e2e/tests/faults_*.rs) at full scale: links
-              cut, blackholed and slowed under load for the cache with its near
-              cache, the publisher, the outbox relay and a consumer group; prints
+              cut, blackholed and slowed, a Sentinel failover, a Cluster
+              reshard, broker, member and PostgreSQL crashes under load for the
+              cache with its near cache, the publisher, the outbox relay and a
+              consumer group (Rust and kafkajs members); prints
               the table of what each promised and what was observed, written to
               target/faults/faults.{md,json}. `test` runs them at a short scale.
   ci          What CI checks: cargo fmt --check, clippy -D warnings, rustdoc
