@@ -128,7 +128,11 @@ async fn publisher_through_a_cut_and_blackholed_link_to_the_broker() {
     // The faults, each while the producers run: a slow link, a cut, then a
     // blackhole; the errors each brought.
     let mut errors_during = Vec::new();
-    for fault in [Fault::Delay(Duration::from_millis(50)), Fault::Cut, Fault::Blackhole] {
+    for fault in [
+        Fault::Delay(Duration::from_millis(50)),
+        Fault::Cut,
+        Fault::Blackhole,
+    ] {
         tokio::time::sleep(fault_length).await;
         let before = tally.errors();
         proxy.set(fault);
