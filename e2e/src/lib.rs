@@ -42,7 +42,45 @@ pub fn order_key(group: &str, entity: &str) -> String {
 /// asserts it: a broken invariant fails the test after its figures are
 /// written, so the table shows what failed and by how much.
 pub mod faults {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, PoisonError};
+
     use serde_json::{Value, json};
+
+    /// Typed errors a scenario's load got, counted by variant (the name in
+    /// their `Debug` form, never their message).
+    #[derive(Debug, Default)]
+    pub struct ErrorTally(Mutex<BTreeMap<String, u64>>);
+
+    impl ErrorTally {
+        /// Counts `error`; returns how many of its variant there are now.
+        pub fn add(&self, error: &impl std::fmt::Debug) -> u64 {
+            let debug = format!("{error:?}");
+            let variant = debug
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or("?")
+                .to_owned();
+            let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = counts.entry(variant).or_default();
+            *count += 1;
+            *count
+        }
+
+        /// All errors counted.
+        pub fn total(&self) -> u64 {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .sum()
+        }
+
+        /// `{"Variant": count, ...}`.
+        pub fn to_json(&self) -> Value {
+            json!(*self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        }
+    }
 
     /// The variable naming the folder reports are written to.
     pub const REPORT_DIR: &str = "MES_FAULTS_REPORT";

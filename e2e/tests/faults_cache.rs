@@ -13,13 +13,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mes_cache::{CacheConfig, CacheKeyPrefix, Error, NearCache, ReferenceDataCache};
-use mes_e2e::faults::{Report, scaled};
+use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
+use mes_e2e::faults::{ErrorTally, Report, scaled};
 use mes_testkit::fault_proxy::{Fault, FaultProxy};
 use serde_json::{Value, json};
 
@@ -41,17 +40,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 struct PhaseCounts {
     reads: AtomicU64,
     stale: AtomicU64,
-    errors: std::sync::Mutex<BTreeMap<String, u64>>,
-}
-
-/// The variant of a cache error, as the report's key (never its text).
-fn kind(error: &Error) -> String {
-    let debug = format!("{error:?}");
-    debug
-        .split(|c: char| !c.is_alphanumeric())
-        .next()
-        .unwrap_or("?")
-        .to_owned()
+    errors: ErrorTally,
 }
 
 fn version(value: &Value) -> u64 {
@@ -164,15 +153,12 @@ async fn cache_with_near_cache_through_a_slowed_cut_and_blackholed_link() {
                         }
                         Ok(None) => panic!("{} vanished", ids[k]),
                         Err(e) => {
-                            let mut errors = counts.errors.lock().unwrap();
-                            let seen = errors.entry(kind(&e)).or_default();
-                            if *seen == 0 {
+                            if counts.errors.add(&e) == 1 {
                                 let cause = std::error::Error::source(&e)
                                     .map(ToString::to_string)
                                     .unwrap_or_default();
-                                println!("reader {r}: first {} error: {e}: {cause}", kind(&e));
+                                println!("reader {r}: first error of its kind: {e}: {cause}");
                             }
-                            *seen += 1;
                         }
                     }
                 }
@@ -235,12 +221,12 @@ async fn cache_with_near_cache_through_a_slowed_cut_and_blackholed_link() {
             json!({
                 "reads_per_s": (reads as f64 / phase_length.as_secs_f64()).round(),
                 "stale_reads": counts.stale.load(Ordering::Relaxed),
-                "typed_errors": *counts.errors.lock().unwrap(),
+                "typed_errors": counts.errors.to_json(),
             }),
         );
     }
-    let slowed_errors: u64 = phases[1].errors.lock().unwrap().values().sum();
-    let cut_errors: u64 = phases[3].errors.lock().unwrap().values().sum();
+    let slowed_errors = phases[1].errors.total();
+    let cut_errors = phases[3].errors.total();
     let mut report = Report::new(
         "cache_link_slowed_cut_blackholed",
         format!(

@@ -14,14 +14,13 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, HashesInterface, KeysInterface};
 use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
-use mes_e2e::faults::{Report, scaled};
+use mes_e2e::faults::{ErrorTally, Report, scaled};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -78,7 +77,7 @@ async fn corrupt_cache_values_at_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let wrong = Arc::new(AtomicU64::new(0));
-    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let errors: Arc<ErrorTally> = Arc::default();
     let loads = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..2_usize)
         .map(|r| {
@@ -114,12 +113,7 @@ async fn corrupt_cache_values_at_load() {
                             wrong.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {
-                            let kind = format!("{e:?}")
-                                .split(|c: char| !c.is_alphanumeric())
-                                .next()
-                                .unwrap_or("?")
-                                .to_owned();
-                            *errors.lock().unwrap().entry(kind).or_default() += 1;
+                            errors.add(&e);
                         }
                     }
                 }
@@ -200,7 +194,7 @@ async fn corrupt_cache_values_at_load() {
     report
         .none("reads answering a wrong value", wrong.load(Ordering::Relaxed))
         .none("entries still spoiled after one read of each", left_spoiled)
-        .figure("typed_errors", json!(*errors.lock().unwrap()))
+        .figure("typed_errors", errors.to_json())
         .figure("decode_failures", counters.decode_failures)
         .figure("loader_fallbacks", counters.loader_fallbacks)
         .figure("loads", loads.load(Ordering::Relaxed));

@@ -23,14 +23,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{Group, Ownership};
 use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
-use mes_e2e::faults::{Report, scaled};
+use mes_e2e::faults::{ErrorTally, Report, scaled};
 use mes_events_types::{DomainEvent, EventType};
 use mes_testkit::fault_proxy::{Fault, FaultProxy};
 use mes_testkit::redis::{RedisBinaries, RedisServer};
@@ -61,26 +61,16 @@ struct CacheLoad {
     reads: AtomicU64,
     writes: AtomicU64,
     stale: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
+    errors: ErrorTally,
 }
 
 impl CacheLoad {
-    fn error(&self, error: &mes_cache::Error) {
-        // The variant's name (never its text) keys the count.
-        let kind = format!("{error:?}")
-            .split(|c: char| !c.is_alphanumeric())
-            .next()
-            .unwrap_or("?")
-            .to_owned();
-        *self.errors.lock().unwrap().entry(kind).or_default() += 1;
-    }
-
     fn figures(&self) -> Value {
         json!({
             "reads": self.reads.load(Ordering::Relaxed),
             "writes": self.writes.load(Ordering::Relaxed),
             "stale_reads": self.stale.load(Ordering::Relaxed),
-            "typed_errors": *self.errors.lock().unwrap(),
+            "typed_errors": self.errors.to_json(),
         })
     }
 }
@@ -243,7 +233,9 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
                         acked[k].store(floor(epoch.load(Ordering::SeqCst), versions[k]), Ordering::SeqCst);
                         counts.writes.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => counts.error(&e),
+                    Err(e) => {
+                        counts.errors.add(&e);
+                    }
                 }
                 k = (k + 7) % ids.len();
             }
@@ -284,7 +276,9 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
                         Ok(None) => {
                             counts.reads.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => counts.error(&e),
+                        Err(e) => {
+                            counts.errors.add(&e);
+                        }
                     }
                 }
             })
@@ -428,7 +422,7 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     let audit = group.audit_effects(&events, ENTITIES).await;
 
     let stale_reads: u64 = phases.iter().map(|p| p.stale.load(Ordering::Relaxed)).sum();
-    let failover_errors: u64 = phases[1].errors.lock().unwrap().values().sum();
+    let failover_errors = phases[1].errors.total();
     let names = [
         "steady",
         "crashed and promoted",

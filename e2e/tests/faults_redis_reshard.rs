@@ -16,13 +16,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
-use mes_e2e::faults::{Report, scaled};
+use mes_e2e::faults::{ErrorTally, Report, scaled};
 use mes_testkit::redis::{RedisBinaries, RedisCluster};
 use serde_json::{Value, json};
 
@@ -41,18 +40,7 @@ struct Counts {
     invalidations: AtomicU64,
     /// Entries still there after an invalidation of their prefix returned.
     left_behind: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Counts {
-    fn error(&self, error: &mes_cache::Error) {
-        let kind = format!("{error:?}")
-            .split(|c: char| !c.is_alphanumeric())
-            .next()
-            .unwrap_or("?")
-            .to_owned();
-        *self.errors.lock().unwrap().entry(kind).or_default() += 1;
-    }
+    errors: ErrorTally,
 }
 
 fn entry(id: &str, version: u64) -> Value {
@@ -120,7 +108,9 @@ async fn a_cluster_resharded_under_get_many_writes_and_invalidations() {
                         acked[k].store(next, Ordering::SeqCst);
                         counts.writes.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => counts.error(&e),
+                    Err(e) => {
+                        counts.errors.add(&e);
+                    }
                 }
                 k = (k + 13) % ids.len();
             }
@@ -168,7 +158,9 @@ async fn a_cluster_resharded_under_get_many_writes_and_invalidations() {
                                 }
                             }
                         }
-                        Err(e) => counts.error(&e),
+                        Err(e) => {
+                            counts.errors.add(&e);
+                        }
                     }
                 }
             })
@@ -192,7 +184,7 @@ async fn a_cluster_resharded_under_get_many_writes_and_invalidations() {
                     .set_many(&orders, order_ids.iter().map(|id| (id, entry(id, round))), None)
                     .await
                 {
-                    counts.error(&e);
+                    counts.errors.add(&e);
                     continue;
                 }
                 match writer.invalidate_all(&orders).await {
@@ -201,12 +193,16 @@ async fn a_cluster_resharded_under_get_many_writes_and_invalidations() {
                         let left = loop {
                             match writer.get_many::<Value, _, _>(&orders, &order_ids).await {
                                 Ok(left) => break left.len() as u64,
-                                Err(e) => counts.error(&e),
+                                Err(e) => {
+                                    counts.errors.add(&e);
+                                }
                             }
                         };
                         counts.left_behind.fetch_add(left, Ordering::Relaxed);
                     }
-                    Err(e) => counts.error(&e),
+                    Err(e) => {
+                        counts.errors.add(&e);
+                    }
                 }
             }
         })
@@ -247,7 +243,7 @@ async fn a_cluster_resharded_under_get_many_writes_and_invalidations() {
                     Ok(read) => break read,
                     Err(e) if tries < 3 => {
                         tries += 1;
-                        counts.error(&e);
+                        counts.errors.add(&e);
                     }
                     Err(e) => panic!("{id} cannot be read after the moves: {e}"),
                 }
@@ -289,7 +285,7 @@ async fn a_cluster_resharded_under_get_many_writes_and_invalidations() {
             invalidations > 0,
         )
         .figure("reads_racing_an_invalidation", counts.racing.load(Ordering::Relaxed))
-        .figure("typed_errors", json!(*counts.errors.lock().unwrap()))
+        .figure("typed_errors", counts.errors.to_json())
         .figure(
             "near_cache",
             json!({"hits": near.hits, "invalidations": near.invalidations, "flushes": format!("{:?}", near.flushes)}),
