@@ -54,7 +54,8 @@ pub mod faults {
 
     impl ErrorTally {
         /// Counts `error`; returns how many of its variant there are now.
-        pub fn add(&self, error: &impl std::fmt::Debug) -> u64 {
+        /// The first of each variant is printed with its causes.
+        pub fn add(&self, error: &(impl std::error::Error + ?Sized)) -> u64 {
             let debug = format!("{error:?}");
             let variant = debug
                 .split(|c: char| !c.is_alphanumeric())
@@ -64,6 +65,17 @@ pub mod faults {
             let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
             let count = counts.entry(variant).or_default();
             *count += 1;
+            #[allow(clippy::print_stdout, reason = "a scenario's log, read when it fails")]
+            if *count == 1 {
+                let mut causes = String::new();
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    causes.push_str(": ");
+                    causes.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                println!("first error of its kind: {error}{causes}");
+            }
             *count
         }
 
