@@ -2,10 +2,13 @@
 //! reference data through `get_or_load` with the near cache (L1) on,
 //! another writer keeps spoiling about 1 % of the entries: bytes that are no
 //! JSON, JSON that is no cache envelope, an envelope whose data has the
-//! wrong shape, a truncated envelope, a key of another Redis type. Promised:
+//! wrong shape, a truncated envelope. Promised:
 //! no read answers a wrong value; a spoiled entry is a counted miss that the
 //! loader fills again (the database is the truth), never a panic; once the
-//! spoiling stops, one read of each key leaves every entry good.
+//! spoiling stops, one read of each key leaves every entry good. (A key of
+//! another Redis type is a read error, not a miss, by design: the loader
+//! answers and nothing is cached over it; `errors_are_not_misses` in the
+//! mes-cache suites.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fred::prelude::{ClientLike, HashesInterface, KeysInterface};
+use fred::prelude::{ClientLike, KeysInterface};
 use mes_cache::{CacheConfig, CacheKeyPrefix, NearCache, ReferenceDataCache};
 use mes_e2e::faults::{ErrorTally, Report, scaled};
 use serde::{Deserialize, Serialize};
@@ -39,13 +42,7 @@ fn in_database(id: &str) -> Part {
 }
 
 /// The kinds of spoiled values, in turn.
-const SPOILS: [&str; 5] = [
-    "not json",
-    "not an envelope",
-    "wrong shape",
-    "truncated",
-    "a hash",
-];
+const SPOILS: [&str; 4] = ["not json", "not an envelope", "wrong shape", "truncated"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_cache_values_at_load() {
@@ -147,14 +144,11 @@ async fn corrupt_cache_values_at_load() {
                     .await
                     .unwrap();
             }
-            "truncated" => {
+            _ => {
                 let envelope = json!({"data": in_database(&ids[k]), "cachedAt": 0, "ttl": 3600}).to_string();
                 raw.set::<(), _, _>(&key, &envelope[..envelope.len() / 2], None, None, false)
                     .await
                     .unwrap();
-            }
-            _ => {
-                let _: i64 = raw.hset(&key, ("field", "value")).await.unwrap();
             }
         }
         spoiled += 1;

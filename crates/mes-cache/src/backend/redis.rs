@@ -20,19 +20,6 @@ pub(crate) struct RedisBackend {
     clustered: bool,
 }
 
-/// A `GET` of a key holding another type than a string (`WRONGTYPE`, the
-/// error's code) is a value that is not an entry: answered as an empty one,
-/// which decodes as a counted failure and is removed like any corrupt
-/// value, instead of failing every read of that key for good.
-fn not_ours_as_value(reply: Result<Value, fred::error::Error>) -> Result<Value, fred::error::Error> {
-    match reply {
-        Err(error) if error.details().split_whitespace().next() == Some("WRONGTYPE") => {
-            Ok(Value::Bytes(fred::bytes::Bytes::new()))
-        }
-        other => other,
-    }
-}
-
 fn raw(value: Value) -> Raw {
     match value {
         Value::Null => None,
@@ -121,8 +108,8 @@ impl RedisBackend {
     }
 
     pub(crate) async fn get(&self, key: String) -> Result<Raw, BoxError> {
-        let value = self.pool.next().get::<Value, _>(key).await;
-        Ok(raw(not_ours_as_value(value)?))
+        let value: Value = self.pool.next().get(key).await?;
+        Ok(raw(value))
     }
 
     /// `GET` and `PTTL` of one key in one round trip (a pipeline on one
@@ -133,7 +120,7 @@ impl RedisBackend {
         let () = pipeline.get(key.as_str()).await?;
         let () = pipeline.pttl(key).await?;
         let mut replies = pipeline.try_all::<Value>().await.into_iter();
-        let value = not_ours_as_value(replies.next().ok_or("GET: no reply")?)?;
+        let value = replies.next().ok_or("GET: no reply")??;
         let pttl = replies.next().ok_or("PTTL: no reply")??;
         Ok((raw(value), pttl.as_i64().unwrap_or(-2)))
     }
@@ -366,11 +353,7 @@ return 1
         &self,
         stale: Vec<(String, fred::bytes::Bytes)>,
     ) -> Result<u64, BoxError> {
-        // A key of another type than string is no entry of ours whatever it
-        // holds (reads answer it as an undecodable value).
-        const SCRIPT: &str = "local t = redis.call('TYPE', KEYS[1]).ok \
-            if t ~= 'string' and t ~= 'none' then return redis.call('UNLINK', KEYS[1]) end \
-            if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) else return 0 end";
+        const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) else return 0 end";
         let pipeline = self.pool.next().pipeline();
         for (key, value) in stale {
             let slot = fred::util::redis_keyslot(key.as_bytes());
