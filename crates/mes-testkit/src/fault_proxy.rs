@@ -48,12 +48,16 @@ pub struct ProxyCounts {
     pub accepted: u64,
     /// Connections reset by a [`Fault::Cut`].
     pub reset: u64,
+    /// Chunks of bytes, either way, held by a [`Fault::Delay`] before
+    /// they were passed on.
+    pub delayed: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     accepted: AtomicU64,
     reset: AtomicU64,
+    delayed: AtomicU64,
 }
 
 /// A running proxy on `127.0.0.1:port`. Dropping it stops it and closes
@@ -170,6 +174,7 @@ impl FaultProxy {
         ProxyCounts {
             accepted: self.counters.accepted.load(Ordering::Relaxed),
             reset: self.counters.reset.load(Ordering::Relaxed),
+            delayed: self.counters.delayed.load(Ordering::Relaxed),
         }
     }
 }
@@ -244,8 +249,8 @@ async fn connection(
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, faults.clone());
-    let down = pump(server_read, client_write, faults);
+    let up = pump(client_read, server_write, faults.clone(), &counters);
+    let down = pump(server_read, client_write, faults, &counters);
     let cut = tokio::select! {
         cut = up => cut,
         cut = down => cut,
@@ -262,7 +267,12 @@ async fn connection(
 /// after it arrived, and chunks in flight overlap, as on a long link. A
 /// blackhole stops both reading and writing, so the sender's TCP window
 /// fills as it would behind a partition.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch::Receiver<Fault>) -> bool {
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut faults: watch::Receiver<Fault>,
+    counters: &Counters,
+) -> bool {
     let mut buffer = vec![0_u8; 64 * 1024];
     let mut in_flight: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     let mut reading = true;
@@ -281,8 +291,15 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch
             read = from.read(&mut buffer), if reading && flowing => match read {
                 Ok(0) | Err(_) => reading = false,
                 Ok(n) => {
-                    let delay = match fault {
-                        Fault::Delay(delay) => delay,
+                    // The fault in force now, not the one read before the
+                    // select: a chunk that arrives after `set` returned
+                    // must see it, even when the read won the race against
+                    // the change notice.
+                    let delay = match *faults.borrow() {
+                        Fault::Delay(delay) => {
+                            counters.delayed.fetch_add(1, Ordering::Relaxed);
+                            delay
+                        }
                         _ => Duration::ZERO,
                     };
                     let Some(chunk) = buffer.get(..n) else {
@@ -291,7 +308,12 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch
                     in_flight.push_back((Instant::now() + delay, chunk.to_vec()));
                 }
             },
+            // Checked again when due, for the same race: nothing passes
+            // once a blackhole or cut is set.
             () = sleep_until_due(due), if flowing && due.is_some() => {
+                if matches!(*faults.borrow(), Fault::Blackhole | Fault::Cut) {
+                    continue;
+                }
                 if let Some((_, chunk)) = in_flight.pop_front()
                     && to.write_all(&chunk).await.is_err()
                 {
