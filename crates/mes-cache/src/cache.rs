@@ -195,6 +195,7 @@ impl ReferenceDataCache {
                     &config,
                     settings.heartbeat,
                     backend.pool(),
+                    backend.sentinel_master(),
                     Arc::clone(&l1),
                     prefix,
                 )

@@ -94,6 +94,7 @@ pub struct CacheConfig {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tls_roots_pem: Option<Vec<u8>>,
     pub(crate) near_cache: Option<NearCache>,
+    pub(crate) master_check_interval: Duration,
 }
 
 impl CacheConfig {
@@ -120,6 +121,7 @@ impl CacheConfig {
             default_ttl: DEFAULT_TTL,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
+            master_check_interval: Duration::from_secs(1),
             reconnect: ReconnectPolicy::default(),
             pool_size: 2,
             scan_page_size: 1000,
@@ -171,6 +173,17 @@ impl CacheConfig {
     #[must_use]
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
+        self
+    }
+
+    /// How often a Sentinel-managed cache asks the Sentinels which server is
+    /// the master (1 s by default), and moves there when its connections
+    /// are elsewhere: a switchover with the old master still up breaks no
+    /// connection, and what is written to the old master until the
+    /// Sentinels demote it is lost. Unused off a Sentinel.
+    #[must_use]
+    pub fn master_check_interval(mut self, every: Duration) -> Self {
+        self.master_check_interval = every;
         self
     }
 
@@ -267,6 +280,9 @@ impl CacheConfig {
         if self.namespace.is_empty() {
             return Err(Error::config("namespace must not be empty"));
         }
+        if self.master_check_interval.is_zero() {
+            return Err(Error::config("master_check_interval must not be zero"));
+        }
         if let Some(near_cache) = &self.near_cache {
             near_cache.validate()?;
         }
@@ -300,6 +316,7 @@ impl fmt::Debug for CacheConfig {
             .field("default_ttl", &self.default_ttl)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("master_check_interval", &self.master_check_interval)
             .field("reconnect", &self.reconnect)
             .field("pool_size", &self.pool_size)
             .field("scan_page_size", &self.scan_page_size)
@@ -416,6 +433,14 @@ fn rustls_config(extra_pem: Option<&[u8]>) -> Result<fred::types::config::TlsCon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_master_check_interval_is_refused() {
+        let config = CacheConfig::default().master_check_interval(Duration::ZERO);
+        let error = config.validate().unwrap_err();
+        assert!(error.to_string().contains("master_check_interval"), "{error}");
+        assert!(CacheConfig::default().validate().is_ok());
+    }
 
     #[test]
     fn debug_and_display_never_show_secrets() {

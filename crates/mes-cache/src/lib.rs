@@ -65,7 +65,11 @@
 //! `rediss://` (TLS, feature `tls`), `redis-cluster://` and
 //! `redis-sentinel://`; the API is the same for all three. In Cluster mode
 //! `get_many` sends one `MGET` per hash slot (concurrently, in one
-//! pipeline), and invalidation scans every primary.
+//! pipeline), and invalidation scans every primary. Behind a Sentinel the
+//! cache asks the Sentinels every [`CacheConfig::master_check_interval`]
+//! which server is the master and moves there when it is elsewhere: a
+//! switchover with the old master still up closes no connection, and what
+//! is written to the old master until it is demoted is lost.
 //!
 //! # Beyond the legacy cache
 //!
@@ -130,7 +134,8 @@
 //! - Nothing is kept while invalidations could be missed: when the
 //!   listening connection is lost, the whole near cache is dropped, and
 //!   tracking is turned on again when it is back; `FLUSHALL`/`FLUSHDB`,
-//!   a Sentinel failover and a change of a Cluster's primaries drop it too
+//!   a Sentinel failover or switchover (the listeners follow the pool to
+//!   the new master) and a change of a Cluster's primaries drop it too
 //!   ([`NearCacheStats::flushes`] counts why).
 //! - An entry is served at most until the earliest of the local cap
 //!   ([`NearCache::max_ttl`]), the legacy `cachedAt + ttl` rule and the
@@ -171,7 +176,7 @@
 //! | `mes.cache.operation.duration` | histogram (s) | prefix, `mes.operation` | one call: `get`, `get_many`, `get_or_load` (its `get` included), `set`, `set_if_newer`, `set_many`, `warm`, `invalidate`, `invalidate_many`, `invalidate_pattern`, `invalidate_all`, `clear_all` |
 //! | `mes.cache.near.invalidations` | counter | | keys named by Redis's invalidation messages |
 //! | `mes.cache.near.stores_skipped` | counter | | values read from Redis not kept, since an invalidation overtook the read or tracking was off |
-//! | `mes.cache.near.flushes` | counter | `mes.reason` | the near cache dropped whole: `server_flush` (`FLUSHALL`/`FLUSHDB`), `disconnected`, `reconnected`, `topology_changed`, `lagged` |
+//! | `mes.cache.near.flushes` | counter | `mes.reason` | the near cache dropped whole: `server_flush` (`FLUSHALL`/`FLUSHDB`), `disconnected`, `reconnected`, `topology_changed` (a Cluster's primaries or the Sentinels' master changed), `lagged` |
 //!
 //! The prefix label is `mes.cache.prefix` (`*` for `clear_all`, the
 //! pattern's first segment for `invalidate_pattern`).

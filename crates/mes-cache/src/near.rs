@@ -132,7 +132,8 @@ pub enum FlushReason {
     Disconnected,
     /// The invalidation connection came back (tracking is turned on again).
     Reconnected,
-    /// The cluster's primaries changed: listeners follow the new set.
+    /// The cluster's primaries changed, or the Sentinels named another
+    /// master: listeners follow the new set.
     TopologyChanged,
     /// Invalidations arrived faster than they were handled and some were
     /// dropped.
@@ -151,7 +152,8 @@ pub struct NearCacheFlushes {
     pub disconnected: u64,
     /// The invalidation connection came back.
     pub reconnected: u64,
-    /// The cluster's primaries changed.
+    /// The cluster's primaries changed, or the Sentinels named another
+    /// master.
     pub topology_changed: u64,
     /// Invalidation messages were dropped for lack of room.
     pub lagged: u64,

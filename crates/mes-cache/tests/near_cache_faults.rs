@@ -3,7 +3,8 @@
 //! `MES_TEST_REDIS_SERVER_BIN`), since they flush, kill connections, stop
 //! servers and fail a master over: `FLUSHALL`/`FLUSHDB` empty it, a lost
 //! invalidation connection empties it and tracking comes back with the
-//! connection, after a Sentinel failover no old value is served, after a
+//! connection, after a Sentinel failover no old value is served (also when
+//! the old master stays up and is never demoted), after a
 //! Cluster failover the listeners follow the new primary, and a listener
 //! that stops answering (`CLIENT PAUSE`) is noticed by its heartbeat.
 #![allow(
@@ -217,14 +218,86 @@ async fn after_a_sentinel_failover_no_old_value_is_served() {
     legacy_setex(&replica, &cache, "P-1", &part(2));
     read_until(&cache, "P-1", Some(&part(2))).await;
     let after = stats(&cache).flushes;
+    // Moved by the watch of the Sentinels (topology) or by the demotion
+    // closing the connections (disconnected), whichever came first.
+    let moves = |f: &mes_cache::NearCacheFlushes| f.disconnected + f.reconnected + f.topology_changed;
     assert!(
-        after.disconnected + after.reconnected > before.disconnected + before.reconnected,
+        moves(&after) > moves(&before),
         "the near cache was emptied when the connection moved: {after:?}"
     );
     // From now on only the new value, and tracking works on the new master.
     for _ in 0..50 {
         assert_eq!(parts.get("P-1").await.unwrap(), Some(part(2)));
     }
+    wait_until("tracking is on again", || stats(&cache).tracking).await;
+    read_until_held(&cache, "P-1").await;
+    legacy_setex(&replica, &cache, "P-1", &part(3));
+    wait_until("the write is reported", || {
+        !cache.near_cache_holds(&CacheKeyPrefix::Part, "P-1")
+    })
+    .await;
+    assert_eq!(parts.get("P-1").await.unwrap(), Some(part(3)));
+    cache.close().await.unwrap();
+}
+
+/// A switchover whose old master is never demoted (the Sentinel cannot
+/// reconfigure it: its `REPLICAOF` is renamed away), so nothing breaks the
+/// connections to it: the cache must still move to the master the
+/// Sentinels name, reads, writes and near cache alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_switchover_that_leaves_the_old_master_up_the_cache_follows_the_new_one() {
+    let master = server(&[
+        "--rename-command",
+        "REPLICAOF",
+        "",
+        "--rename-command",
+        "SLAVEOF",
+        "",
+    ]);
+    let replica = RedisServer::start_replica_of(&master, &[]).unwrap();
+    let sentinel = RedisServer::start_sentinel(&master, "mymaster", Duration::from_secs(5), 1).unwrap();
+    let config = CacheConfig::from_url(&format!(
+        "redis-sentinel://127.0.0.1:{}?sentinelServiceName=mymaster",
+        sentinel.port()
+    ))
+    .unwrap()
+    .namespace("mes:test:near-faults")
+    .command_timeout(Duration::from_secs(2))
+    .master_check_interval(Duration::from_millis(100))
+    .near_cache(common::near_settings());
+    let cache = ReferenceDataCache::connect(config).await.unwrap();
+    let parts = cache.typed::<Part>();
+    parts.set("P-1", &part(1), None).await.unwrap();
+    read_until_held(&cache, "P-1").await;
+    let before = stats(&cache).flushes;
+
+    sentinel
+        .wait_for(&["SENTINEL", "FAILOVER", "mymaster"], "OK")
+        .unwrap();
+    sentinel
+        .wait_for(
+            &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+            &replica.port().to_string(),
+        )
+        .unwrap();
+    replica.wait_for(&["ROLE"], "master").unwrap();
+    // Two masters now, and the old one stays so.
+    assert!(master.cli(&["ROLE"]).unwrap().starts_with("master"));
+
+    // A write to the new master reaches the near cache.
+    legacy_setex(&replica, &cache, "P-1", &part(2));
+    read_until(&cache, "P-1", Some(&part(2))).await;
+    assert!(
+        stats(&cache).flushes.topology_changed > before.topology_changed,
+        "the near cache was emptied when the pool moved: {:?}",
+        stats(&cache).flushes
+    );
+    // The cache's own writes go to the new master, not the old one.
+    parts.set("P-2", &part(7), None).await.unwrap();
+    let key = cache.key(&CacheKeyPrefix::Part, "P-2");
+    assert!(replica.cli(&["EXISTS", &key]).unwrap().starts_with('1'));
+    assert!(master.cli(&["EXISTS", &key]).unwrap().starts_with('0'));
+    // And the near cache hears the new master's writes from now on.
     wait_until("tracking is on again", || stats(&cache).tracking).await;
     read_until_held(&cache, "P-1").await;
     legacy_setex(&replica, &cache, "P-1", &part(3));

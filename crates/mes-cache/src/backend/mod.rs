@@ -2,6 +2,7 @@
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+pub(crate) mod sentinel;
 pub(crate) mod tracking;
 
 use crate::error::BoxError;

@@ -9,8 +9,10 @@ use fred::prelude::{ClientLike, ClusterInterface, KeysInterface};
 use fred::types::scan::{ScanResult, Scanner};
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use futures::{Stream, StreamExt};
+use tokio::sync::watch;
 use tracing::debug;
 
+use super::sentinel::{Master, MasterWatch};
 use super::{Raw, ServerStats, server_stats_from_info};
 use crate::config::{CacheConfig, ReconnectPolicy};
 use crate::error::{BoxError, Error, Result, SlotsKeptMoving};
@@ -18,6 +20,8 @@ use crate::error::{BoxError, Error, Result, SlotsKeptMoving};
 pub(crate) struct RedisBackend {
     pool: Pool,
     clustered: bool,
+    /// Set for a Sentinel-managed pool.
+    master: Option<MasterWatch>,
 }
 
 fn raw(value: Value) -> Raw {
@@ -100,11 +104,22 @@ impl RedisBackend {
             }
         }
         let clustered = pool.is_clustered();
-        Ok(Self { pool, clustered })
+        let master = MasterWatch::start(&pool, config.master_check_interval, config.command_timeout);
+        Ok(Self {
+            pool,
+            clustered,
+            master,
+        })
     }
 
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The master the pool is on, as the Sentinels name it; `None` off a
+    /// Sentinel.
+    pub(crate) fn sentinel_master(&self) -> Option<watch::Receiver<Option<Master>>> {
+        self.master.as_ref().map(MasterWatch::master)
     }
 
     pub(crate) async fn get(&self, key: String) -> Result<Raw, BoxError> {
@@ -552,6 +567,9 @@ return 1
     }
 
     pub(crate) async fn quit(&self) -> Result<(), BoxError> {
+        if let Some(master) = &self.master {
+            master.stop().await;
+        }
         Ok(self.pool.quit().await?)
     }
 }

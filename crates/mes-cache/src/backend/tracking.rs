@@ -20,6 +20,10 @@
 //! - **Re-done after every reconnect**: a new connection has no tracking and
 //!   no subscription (fred does not re-issue `CLIENT TRACKING`); between the
 //!   loss and the set-up the near cache is disarmed and emptied.
+//! - **On the master the pool is on**: behind a Sentinel, when the pool
+//!   moves to a new master (`super::sentinel`), the listener is disarmed
+//!   and reconnected too, even though its connection to the old master
+//!   still works: that server no longer hears the writes.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,6 +45,8 @@ use crate::cache::chain;
 use crate::config::CacheConfig;
 use crate::error::{Error, Result};
 use crate::near::{FlushReason, L1};
+
+use super::sentinel::Master;
 
 const INVALIDATION_CHANNEL: &str = "__redis__:invalidate";
 
@@ -94,6 +100,7 @@ impl Tracker {
         config: &CacheConfig,
         heartbeat: Duration,
         pool: &Pool,
+        master: Option<watch::Receiver<Option<Master>>>,
         l1: Arc<L1>,
         prefix: String,
     ) -> Result<Self> {
@@ -101,6 +108,7 @@ impl Tracker {
             config: config.clone(),
             prefix,
             heartbeat,
+            master,
         };
         let listeners = settings.listen(pool.next(), &l1).await?;
         let (stop, stopped) = watch::channel(false);
@@ -125,6 +133,8 @@ struct Settings {
     config: CacheConfig,
     prefix: String,
     heartbeat: Duration,
+    /// The master a Sentinel-managed pool is on.
+    master: Option<watch::Receiver<Option<Master>>>,
 }
 
 impl Settings {
@@ -209,6 +219,7 @@ impl Settings {
         let task_client = client.clone();
         let prefix = self.prefix.clone();
         let (every, timeout) = (self.heartbeat, self.config.command_timeout);
+        let mut master = self.master.clone();
         let task = tokio::spawn(async move {
             let l1 = &group.l1;
             let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -216,11 +227,27 @@ impl Settings {
             let mut tracking = true;
             loop {
                 tokio::select! {
+                    moved = next_master(&mut master) => {
+                        if tracking && !on_master(&task_client, moved.as_ref()) {
+                            debug!("mes-cache: the pool moved to another master; the near cache listener follows");
+                            tracking = false;
+                            group.set(index, false, FlushReason::TopologyChanged);
+                            let client = task_client.clone();
+                            tokio::spawn(async move { client.force_reconnection().await });
+                        }
+                    }
                     _ = heartbeat.tick(), if tracking => {
                         // PING is allowed in Pub/Sub mode; no answer in time
                         // means invalidations may be lost too.
                         let answered = tokio::time::timeout(timeout, task_client.ping::<Value>(None)).await;
-                        if !matches!(answered, Ok(Ok(_))) {
+                        let here = master.as_ref().and_then(|m| m.borrow().clone());
+                        if !on_master(&task_client, here.as_ref()) {
+                            // Reconnected by itself to a master the pool has left.
+                            tracking = false;
+                            group.set(index, false, FlushReason::TopologyChanged);
+                            let client = task_client.clone();
+                            tokio::spawn(async move { client.force_reconnection().await });
+                        } else if !matches!(answered, Ok(Ok(_))) {
                             warn!("mes-cache: near cache listener does not answer; emptying the near cache and reconnecting");
                             tracking = false;
                             group.set(index, false, FlushReason::Disconnected);
@@ -290,6 +317,25 @@ async fn set_up(client: &Client, prefix: &str) -> Result<(), fred::error::Error>
     // the subscription holds.
     let _: Value = client.ping(None).await?;
     Ok(())
+}
+
+/// The next master a Sentinel-managed pool moves to; never returns off a
+/// Sentinel or once the watch is gone.
+async fn next_master(master: &mut Option<watch::Receiver<Option<Master>>>) -> Option<Master> {
+    let Some(receiver) = master else {
+        return std::future::pending().await;
+    };
+    if receiver.changed().await.is_err() {
+        *master = None;
+        return std::future::pending().await;
+    }
+    receiver.borrow_and_update().clone()
+}
+
+/// Whether `client`'s connection is on `master` (always, when no master is
+/// known).
+fn on_master(client: &Client, master: Option<&Master>) -> bool {
+    master.is_none_or(|master| client.active_connections().iter().all(|server| master.is(server)))
 }
 
 async fn stop_all(listeners: Vec<Listener>) {
