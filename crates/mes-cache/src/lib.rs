@@ -200,6 +200,7 @@ mod typed;
 mod warm;
 
 pub use backend::memory::InMemoryStore;
+pub use backend::sentinel::SentinelWatch;
 pub use backend::{MemoryUsage, ServerStats};
 pub use cache::{ReferenceDataCache, StoredValue};
 pub use config::{CacheConfig, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL, DEFAULT_TTL, ReconnectPolicy};

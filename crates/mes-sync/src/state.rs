@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use fred::prelude::*;
+use mes_cache::SentinelWatch;
 use mes_redact::redact_url;
 use tracing::warn;
 
@@ -96,6 +97,10 @@ impl StoredPosition {
 
 pub(crate) struct GroupState {
     client: Client,
+    /// Behind a Sentinel: keeps `client` on the master the Sentinels name,
+    /// so that commits do not go on to an old master a switchover left up
+    /// (lost when it is demoted).
+    sentinel: Option<SentinelWatch>,
     base: String,
     dedup_window_ms: u64,
 }
@@ -189,6 +194,12 @@ const POSITION: &str = r"
 return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
 ";
 
+/// How long one Redis command or connection attempt may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often, behind a Sentinel, the Sentinels are asked for the master.
+const MASTER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 fn millis(duration: Duration) -> String {
     duration.as_millis().max(1).to_string()
 }
@@ -200,17 +211,23 @@ impl GroupState {
         })?;
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(5);
+                c.connection_timeout = COMMAND_TIMEOUT;
             })
             .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_secs(5);
+                p.default_command_timeout = COMMAND_TIMEOUT;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build()
             .map_err(state_error("build the Redis client"))?;
         client.init().await.map_err(state_error("connect to Redis"))?;
+        let sentinel = SentinelWatch::start(
+            std::slice::from_ref(&client),
+            MASTER_CHECK_INTERVAL,
+            COMMAND_TIMEOUT,
+        );
         Ok(Self {
             client,
+            sentinel,
             base: format!("mes:sync:{{{group}}}"),
             dedup_window_ms: u64::try_from(dedup_window.as_millis()).unwrap_or(u64::MAX),
         })
@@ -405,6 +422,9 @@ impl GroupState {
     }
 
     pub(crate) async fn close(&self) {
+        if let Some(sentinel) = &self.sentinel {
+            sentinel.stop().await;
+        }
         let _ = self.client.quit().await;
     }
 }
@@ -451,6 +471,104 @@ mod tests {
         assert_eq!(stored(Some(57), Some(50)).start(Some(10)), Some(10));
         // The group's Kafka offsets were deleted: Redis still knows.
         assert_eq!(stored(Some(57), Some(50)).start(None), Some(57));
+    }
+
+    /// A switchover that leaves the old master up and never demoted (its
+    /// `REPLICAOF` renamed away, so the Sentinel cannot): nothing breaks
+    /// the connection, yet commits must go to the master the Sentinels
+    /// name, not on to the old one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn behind_a_sentinel_commits_follow_a_switchover_to_the_new_master() {
+        use mes_testkit::redis::{RedisBinaries, RedisServer};
+        let binaries = RedisBinaries::for_tests();
+        let (master, replica, sentinel) = tokio::task::block_in_place(|| {
+            let master = RedisServer::start(
+                &binaries,
+                &[
+                    "--rename-command",
+                    "REPLICAOF",
+                    "",
+                    "--rename-command",
+                    "SLAVEOF",
+                    "",
+                ],
+            )
+            .unwrap();
+            let replica = RedisServer::start_replica_of(&master, &[]).unwrap();
+            let sentinel =
+                RedisServer::start_sentinel(&master, "mymaster", Duration::from_secs(5), 1).unwrap();
+            (master, replica, sentinel)
+        });
+        let url = format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName=mymaster",
+            sentinel.port()
+        );
+        let group = format!("switchover-{}", ulid::Ulid::new());
+        let state = GroupState::connect(&url, &group, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let tp = TopicPartition {
+            topic: "mes.x.events".into(),
+            partition: 0,
+        };
+        let a1 = owner(1, "a");
+        assert!(state.claim(&tp, &a1, SESSION).await.unwrap());
+        assert_eq!(
+            state
+                .commit(&tp, &a1, None, 10, &[handled("e-1", &NONE)])
+                .await
+                .unwrap(),
+            written(0)
+        );
+
+        tokio::task::block_in_place(|| {
+            sentinel
+                .wait_for(&["SENTINEL", "FAILOVER", "mymaster"], "OK")
+                .unwrap();
+            sentinel
+                .wait_for(
+                    &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+                    &replica.port().to_string(),
+                )
+                .unwrap();
+            replica.wait_for(&["ROLE"], "master").unwrap();
+        });
+        assert!(master.cli(&["ROLE"]).unwrap().starts_with("master"));
+
+        // Commits until one lands on the new master (errors while the
+        // client moves count as not yet); what went to the old one meanwhile
+        // diverges from the new master's offset and is refused there.
+        let offsets = format!("mes:sync:{{{group}}}:offsets");
+        let on_new = || replica.cli(&["HGET", &offsets, &tp.to_string()]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut next = 10;
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no commit reached the new master"
+            );
+            let _ = state.claim(&tp, &a1, SESSION).await;
+            match state.commit(&tp, &a1, Some(next), next + 1, &[]).await {
+                Ok(Committed::Written { .. }) => next += 1,
+                // Back to what the new master holds, as a worker does.
+                Ok(Committed::Diverged) => next = state.position(&tp).await.unwrap().committed.unwrap(),
+                Ok(other) => panic!("{other:?}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+            if on_new().trim() == next.to_string() && next > 10 {
+                break;
+            }
+        }
+        // From now on every commit is on the new master.
+        for _ in 0..5 {
+            assert_eq!(
+                state.commit(&tp, &a1, Some(next), next + 1, &[]).await.unwrap(),
+                written(0)
+            );
+            next += 1;
+            assert_eq!(on_new().trim(), next.to_string());
+        }
+        state.close().await;
     }
 
     /// The fencing guarantee: once a newer generation claimed a partition,

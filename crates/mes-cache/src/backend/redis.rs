@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::sentinel::{Master, MasterWatch};
+use super::sentinel::{Master, SentinelWatch};
 use super::{Raw, ServerStats, server_stats_from_info};
 use crate::config::{CacheConfig, ReconnectPolicy};
 use crate::error::{BoxError, Error, Result, SlotsKeptMoving};
@@ -21,7 +21,7 @@ pub(crate) struct RedisBackend {
     pool: Pool,
     clustered: bool,
     /// Set for a Sentinel-managed pool.
-    master: Option<MasterWatch>,
+    master: Option<SentinelWatch>,
 }
 
 fn raw(value: Value) -> Raw {
@@ -104,7 +104,11 @@ impl RedisBackend {
             }
         }
         let clustered = pool.is_clustered();
-        let master = MasterWatch::start(&pool, config.master_check_interval, config.command_timeout);
+        let master = SentinelWatch::start(
+            pool.clients(),
+            config.master_check_interval,
+            config.command_timeout,
+        );
         Ok(Self {
             pool,
             clustered,
@@ -119,7 +123,7 @@ impl RedisBackend {
     /// The master the pool is on, as the Sentinels name it; `None` off a
     /// Sentinel.
     pub(crate) fn sentinel_master(&self) -> Option<watch::Receiver<Option<Master>>> {
-        self.master.as_ref().map(MasterWatch::master)
+        self.master.as_ref().map(SentinelWatch::master)
     }
 
     pub(crate) async fn get(&self, key: String) -> Result<Raw, BoxError> {

@@ -18,7 +18,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use fred::clients::{Pool, SentinelClient};
+use fred::clients::{Client, SentinelClient};
 use fred::interfaces::{ClientLike, SentinelInterface};
 use fred::types::config::{
     Config as FredConfig, ConnectionConfig, PerformanceConfig, SentinelConfig, Server, ServerConfig,
@@ -47,17 +47,44 @@ impl std::fmt::Display for Master {
     }
 }
 
-/// The running watch of a Sentinel-managed pool.
-pub(crate) struct MasterWatch {
+/// Keeps `fred` clients on the master the Sentinels name.
+///
+/// fred asks the Sentinels for the master only when a connection breaks,
+/// and a switchover with the old master still up (`SENTINEL FAILOVER`, or
+/// a failover decided while the old master was only cut off from the
+/// Sentinels) breaks nothing: what clients write to the old master until
+/// the Sentinels demote it (seconds later, or never while they cannot
+/// reach it) is lost. The watch asks the Sentinels every interval and
+/// reconnects the clients that are elsewhere (fred then asks the Sentinels
+/// again). A [`ReferenceDataCache`](crate::ReferenceDataCache) behind a
+/// Sentinel runs one of its own
+/// ([`CacheConfig::master_check_interval`](crate::CacheConfig::master_check_interval));
+/// this is for the other fred clients of a service, such as mes-sync's.
+/// Ties the caller to this crate's `fred` version.
+///
+/// Stops when dropped.
+#[derive(Debug)]
+pub struct SentinelWatch {
     master: watch::Receiver<Option<Master>>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl MasterWatch {
-    /// Starts watching when `pool` is Sentinel-managed; `None` otherwise.
-    pub(crate) fn start(pool: &Pool, every: Duration, timeout: Duration) -> Option<Self> {
-        let config = pool.next().client_config();
+impl Drop for SentinelWatch {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl SentinelWatch {
+    /// Starts watching for `clients` (the same Sentinel configuration) when
+    /// they are Sentinel-managed, asking every `every` and giving the
+    /// Sentinels and the reconnection `timeout` each; `None` when they are
+    /// not behind a Sentinel, or `clients` is empty. Call within a Tokio
+    /// runtime.
+    #[must_use]
+    pub fn start(clients: &[Client], every: Duration, timeout: Duration) -> Option<Self> {
+        let config = clients.first()?.client_config();
         let sentinels = sentinels(&config, timeout)?;
         let service = match &config.server {
             ServerConfig::Sentinel { service_name, .. } => service_name.clone(),
@@ -72,7 +99,7 @@ impl MasterWatch {
                 service,
                 timeout,
             },
-            pool.clone(),
+            clients.to_vec(),
             every,
             publish,
             stopped,
@@ -84,13 +111,20 @@ impl MasterWatch {
         })
     }
 
-    /// The master the pool was last moved to or found on (`None` before
-    /// the Sentinels first answered).
+    /// The master the clients were last moved to or found on (`None`
+    /// before the Sentinels first answered).
     pub(crate) fn master(&self) -> watch::Receiver<Option<Master>> {
         self.master.clone()
     }
 
-    pub(crate) async fn stop(&self) {
+    /// The master the clients were last moved to or found on, as
+    /// `host:port` (`None` before the Sentinels first answered).
+    pub fn current_master(&self) -> Option<String> {
+        self.master.borrow().as_ref().map(ToString::to_string)
+    }
+
+    /// Stops watching and closes the connections to the Sentinels.
+    pub async fn stop(&self) {
         self.stop.send_replace(true);
         let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(task) = task {
@@ -202,7 +236,7 @@ impl Asker {
 
 async fn watch_master(
     mut asker: Asker,
-    pool: Pool,
+    clients: Vec<Client>,
     every: Duration,
     publish: watch::Sender<Option<Master>>,
     mut stopped: watch::Receiver<bool>,
@@ -217,16 +251,17 @@ async fn watch_master(
         let Some(master) = asker.ask().await else {
             continue;
         };
-        if elsewhere(&pool, &master) {
+        if elsewhere(&clients, &master) {
             warn!(%master, "mes-cache: the Sentinels name another master; moving the connections there");
-            match tokio::time::timeout(asker.timeout, pool.force_reconnection()).await {
-                Ok(Ok(())) => debug!(%master, "mes-cache: connections moved to the new master"),
-                Ok(Err(error)) => warn!(error = %error, "mes-cache: cannot move to the new master yet"),
+            let moves = clients.iter().map(ClientLike::force_reconnection);
+            match tokio::time::timeout(asker.timeout, futures::future::join_all(moves)).await {
+                Ok(_) => debug!(%master, "mes-cache: connections moved to the new master"),
                 Err(_) => warn!("mes-cache: moving to the new master timed out"),
             }
-            // Published only once the pool is there (checked again at the
-            // next look): listeners that follow arm the near cache again.
-            if elsewhere(&pool, &master) {
+            // Published only once every client is there (checked again at
+            // the next look): listeners that follow arm the near cache
+            // again.
+            if elsewhere(&clients, &master) {
                 continue;
             }
         }
@@ -239,9 +274,9 @@ async fn watch_master(
     asker.quit().await;
 }
 
-/// Whether a connection of `pool` is on a server other than `master`.
-fn elsewhere(pool: &Pool, master: &Master) -> bool {
-    pool.clients().iter().any(|client| {
+/// Whether a connection of `clients` is on a server other than `master`.
+fn elsewhere(clients: &[Client], master: &Master) -> bool {
+    clients.iter().any(|client| {
         client
             .active_connections()
             .iter()
