@@ -1,21 +1,20 @@
-//! Fault scenario: the Redis master behind a Sentinel crashes while a
+//! Fault scenario: the Redis master behind a Sentinel fails over while a
 //! cache with the near cache (L1) serves reads and writes and a consumer
-//! group commits its offsets and effects there: the master is SIGKILLed
-//! while its replica lags behind (its link blackholed), the Sentinel
-//! promotes the replica, then the old master comes back as a replica.
+//! group commits its offsets and effects there. First a crash: the master
+//! is SIGKILLed while its replica lags behind (its link blackholed), the
+//! Sentinel promotes the replica, then the old master comes back as a
+//! replica. Then a switchover back to it (`SENTINEL FAILOVER`) with the
+//! other master still up: nothing breaks the clients' connections, they
+//! must follow the master the Sentinels name.
 //!
-//! Redis replicates asynchronously, so the crash may lose writes it had
+//! Redis replicates asynchronously, so a failover may lose writes it had
 //! acknowledged; that is Redis's promise, not ours, and is counted as a
-//! figure. Promised by the libraries: once the failover settled, the near
+//! figure. Promised by the libraries: once a failover settled, the near
 //! cache answers what the new master holds (its entries from the old
 //! master are gone); operations during the failover fail with typed
 //! errors, never a panic; the group loses no event and applies no effect
 //! twice, even when the commits of the last moments were lost with the old
 //! master (the partition goes back to what Redis holds).
-//!
-//! A switchover with the old master still up (`SENTINEL FAILOVER`) is not
-//! here: clients that stay on the old master are a known limit
-//! (ARCHITECTURE.md).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -200,7 +199,7 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     }
     let epoch = Arc::new(AtomicU64::new(0));
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
-    let phases: Arc<Vec<CacheLoad>> = Arc::new((0..3).map(|_| CacheLoad::default()).collect());
+    let phases: Arc<Vec<CacheLoad>> = Arc::new((0..5).map(|_| CacheLoad::default()).collect());
     let phase = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // Held by the checks that need the writer still.
@@ -373,6 +372,36 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     });
     take(Instant::now() + phase_length, &mut handled, &mut owned);
 
+    // Phase 3: a switchover back to it (refused until the Sentinel has
+    // heard from the replica: polled).
+    phase.store(3, Ordering::Relaxed);
+    let before_switch: Vec<u64> = acked
+        .iter()
+        .map(|f| f.load(Ordering::SeqCst) & 0xffff_ffff)
+        .collect();
+    tokio::task::block_in_place(|| {
+        sentinel
+            .wait_for(&["SENTINEL", "FAILOVER", SERVICE], "OK")
+            .unwrap();
+    });
+    let switch_promotion = wait_promoted(&sentinel, &first);
+    epoch.store(2, Ordering::SeqCst);
+    let switch_reconnect = until_answering(&writer).await;
+    take(Instant::now() + phase_length, &mut handled, &mut owned);
+    // After the Sentinels demoted the old master (its copy of what was
+    // written there since is gone).
+    tokio::task::block_in_place(|| {
+        second.wait_for(&["ROLE"], "slave").unwrap();
+    });
+    let writes_lost_by_switchover = lost_writes(&writer, &prefix, &ids, &before_switch).await;
+    let differing_after_switchover = {
+        let _held = gate.lock().await;
+        l1_differing_from_master(&reader, &writer, &prefix, &ids).await
+    };
+
+    // Phase 4: steady on the first master again; then the load stops.
+    phase.store(4, Ordering::Relaxed);
+    take(Instant::now() + phase_length, &mut handled, &mut owned);
     stop.store(true, Ordering::Relaxed);
     writing.await.unwrap();
     for reading in readers {
@@ -399,9 +428,21 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     common::stop_members(&mut [&mut a, &mut b], &lines);
     let audit = group.audit_effects(&events, ENTITIES).await;
 
-    let stale_reads: u64 = phases.iter().map(|p| p.stale.load(Ordering::Relaxed)).sum();
+    let stale_reads: u64 = phases
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, p)| p.stale.load(Ordering::Relaxed))
+        .sum();
+    let stale_in_switchover = phases[3].stale.load(Ordering::Relaxed);
     let failover_errors = phases[1].errors.total();
-    let names = ["steady", "crashed and promoted", "old master back as replica"];
+    let names = [
+        "steady",
+        "crashed and promoted",
+        "old master back as replica",
+        "switchover",
+        "steady after",
+    ];
     let per_phase: serde_json::Map<String, Value> = names
         .iter()
         .zip(phases.iter())
@@ -411,7 +452,7 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     let mut report = Report::new(
         "redis_sentinel_failover",
         format!(
-            "Redis replica's link blackholed {} ms, then the master SIGKILLed and the replica promoted by the Sentinel (down after 1 s); then the old master back as a replica; {} s per phase",
+            "Redis replica's link blackholed {} ms, then the master SIGKILLed and the replica promoted by the Sentinel (down after 1 s); then the old master back as a replica and a switchover to it with the other master up; {} s per phase",
             LAG.as_millis(),
             phase_length.as_secs_f64()
         ),
@@ -422,8 +463,8 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
         ),
     );
     report.none(
-        "L1 reads differing from the master once the failover settled",
-        differing_after_crash,
+        "L1 reads differing from the master once each failover settled",
+        differing_after_crash + differing_after_switchover,
     );
     audit.report_into(&mut report);
     report
@@ -433,20 +474,30 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
             json!(failover_errors),
             failover_errors > 0,
         )
-        .figure("promotion_ms", crash_promotion.as_millis() as u64)
+        .figure(
+            "promotion_ms",
+            json!({"crash": crash_promotion.as_millis() as u64, "switchover": switch_promotion.as_millis() as u64}),
+        )
         .figure(
             "cache_answering_ms_after_promotion",
-            crash_reconnect.as_millis() as u64,
+            json!({"crash": crash_reconnect.as_millis() as u64, "switchover": switch_reconnect.as_millis() as u64}),
         )
         // Acknowledged writes the new master never got (Redis replicates
         // asynchronously; a lower bound), and the consumers' commits lost
         // with them show as handler runs repeated.
-        .figure("cache_writes_lost_by_redis", writes_lost_by_crash)
+        .figure(
+            "cache_writes_lost_by_redis",
+            json!({"crash": writes_lost_by_crash, "switchover": writes_lost_by_switchover}),
+        )
         .figure("handler_runs_repeated", runs - events.len() as u64)
         // Reads older than a write the current master had acknowledged,
         // while its invalidation was still on its way (the near cache's
         // window, as without faults).
         .figure("reads_racing_an_invalidation", stale_reads)
+        // The same during the switchover, where it also counts the writes
+        // the old master acknowledged until the writer's next look at the
+        // Sentinels moved it (lost with the old master's demotion).
+        .figure("switchover_reads_older_than_an_acknowledged_write", stale_in_switchover)
         .figure("caught_up_ms_after_load_stopped", caught_up.as_millis() as u64)
         .figure("phases", Value::Object(per_phase))
         .figure(
