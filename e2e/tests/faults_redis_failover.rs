@@ -14,7 +14,9 @@
 //! master are gone); operations during the failover fail with typed
 //! errors, never a panic; the group loses no event and applies no effect
 //! twice, even when the commits of the last moments were lost with the old
-//! master (the partition goes back to what Redis holds).
+//! master (the partition goes back to what Redis holds), and also when the
+//! partitions of a member that died with the master are taken over by
+//! another (a member SIGKILLed with it).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -345,6 +347,11 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
         .map(|f| f.load(Ordering::SeqCst) & 0xffff_ffff)
         .collect();
     first.kill();
+    // Member a dies with the master: its partitions go to b after its
+    // session, and b chooses where to start between the offsets a
+    // mirrored to Kafka and what the new master holds, which may have
+    // lost a's last commits and the record of its last mirror.
+    a.kill();
     // What the partition held back is lost with the master (a cut drops
     // it; healing would deliver it, as TCP would have).
     replication.set(Fault::Cut);
@@ -364,6 +371,7 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     // Phase 2: the old master comes back (empty: no persistence); the
     // Sentinel makes it a replica of the new one.
     phase.store(2, Ordering::Relaxed);
+    let mut a2 = group.spawn("a2", &tx);
     tokio::task::block_in_place(|| {
         first.restart().unwrap();
         first
@@ -425,7 +433,7 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
         );
     }
     let caught_up = healed.elapsed();
-    common::stop_members(&mut [&mut a, &mut b], &lines);
+    common::stop_members(&mut [&mut a2, &mut b], &lines);
     let audit = group.audit_effects(&events, ENTITIES).await;
 
     let stale_reads: u64 = phases
@@ -452,12 +460,12 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     let mut report = Report::new(
         "redis_sentinel_failover",
         format!(
-            "Redis replica's link blackholed {} ms, then the master SIGKILLed and the replica promoted by the Sentinel (down after 1 s); then the old master back as a replica and a switchover to it with the other master up; {} s per phase",
+            "Redis replica's link blackholed {} ms, then the master and one consumer member SIGKILLed and the replica promoted by the Sentinel (down after 1 s); then the old master back as a replica, a new member joining, and a switchover to it with the other master up; {} s per phase",
             LAG.as_millis(),
             phase_length.as_secs_f64()
         ),
         format!(
-            "2 cache readers with L1 and 1 writer over {keys} keys; 2 Rust members committing through the Sentinel, {} events over {ENTITIES} entities published at {:.0}/s, 4 partitions",
+            "2 cache readers with L1 and 1 writer over {keys} keys; 2 Rust members committing through the Sentinel (one SIGKILLed with the master, another joining later), {} events over {ENTITIES} entities published at {:.0}/s, 4 partitions",
             events.len(),
             events.len() as f64 / publish_time.as_secs_f64()
         ),

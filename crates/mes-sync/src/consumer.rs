@@ -267,6 +267,9 @@ impl RunningConsumer {
 /// Back-off between failed joins.
 const JOIN_BACKOFF: Duration = Duration::from_millis(200);
 const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a mirror waits for its record to reach a Redis replica (on a
+/// connection of its own: the commits go on meanwhile).
+const MIRROR_WAIT: Duration = Duration::from_millis(500);
 
 /// A running partition worker.
 struct WorkerHandle {
@@ -586,8 +589,9 @@ impl Coordinator {
     }
 
     /// Commits to Kafka the positions of `held` partitions that moved since
-    /// the last mirror, then records in Redis what Kafka holds, so a later
-    /// assignment can tell this member's commits from anyone else's.
+    /// the last mirror, once Redis holds a record of them on a replica too,
+    /// so that a later assignment can tell a Rust member's commits from
+    /// anyone else's, even after a failover.
     async fn mirror(&mut self, share: &mut Share, held: &[TopicPartition]) {
         let moved: Vec<(TopicPartition, i64)> = held
             .iter()
@@ -603,18 +607,28 @@ impl Coordinator {
             .iter()
             .map(|(tp, offset)| (tp.topic.clone(), tp.partition, *offset))
             .collect();
+        match self.state.mirroring(&moved, MIRROR_WAIT).await {
+            Ok(true) => {}
+            // Kafka keeps its older offsets: on a reassignment meanwhile
+            // they win over Redis's (they differ from the record), which
+            // is at most a redelivery the de-duplication marks absorb.
+            Ok(false) => {
+                warn!(
+                    "the record of the offsets to mirror has reached no Redis replica yet; Kafka gets them at a later heartbeat"
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot record the offsets to mirror; Kafka gets them at a later heartbeat");
+                return;
+            }
+        }
         let started = Instant::now();
         let committed = self.member.commit(&offsets).await;
         self.metrics.kafka_commit.record(seconds(started.elapsed()));
         if let Err(e) = committed {
             warn!(error = %e, "cannot commit the offsets to Kafka; Redis keeps them, retrying at the next heartbeat");
             return;
-        }
-        if let Err(e) = self.state.mirrored(&moved).await {
-            // Kafka then differs from the recorded mirror, so a later
-            // assignment starts at Kafka's offset: at most a redelivery,
-            // which the de-duplication marks absorb.
-            warn!(error = %e, "cannot record the mirrored offsets");
         }
         for (tp, offset) in &moved {
             self.stats

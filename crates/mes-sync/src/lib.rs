@@ -21,7 +21,11 @@
 //!   advance one partition. Offsets are mirrored to Kafka at each heartbeat
 //!   and on every rebalance, for Kafka's tooling and lag exporters; an
 //!   offset there that someone else moved (kafkajs, an operator's reset)
-//!   is where a newly assigned partition starts.
+//!   is where a newly assigned partition starts. Redis keeps a record of
+//!   each mirror, on a replica before Kafka gets it, so a Redis failover
+//!   never makes a mirror look like someone else's. Behind a Sentinel the
+//!   consumer follows the master the Sentinels name, also through a
+//!   switchover that leaves the old master up.
 //! - **Failures.** A failing handler is retried with exponential back-off,
 //!   then its record goes to `{topic}.dlq` with the reason, attempt count,
 //!   group and source position in its headers; an undecodable record goes

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
 use mes_cache::SentinelWatch;
 use mes_redact::redact_url;
 use tracing::warn;
@@ -97,12 +98,27 @@ impl StoredPosition {
 
 pub(crate) struct GroupState {
     client: Client,
+    /// A connection of its own for the mirror records, whose `WAIT` blocks
+    /// it (never the commits).
+    mirror_client: Client,
     /// Behind a Sentinel: keeps `client` on the master the Sentinels name,
     /// so that commits do not go on to an old master a switchover left up
     /// (lost when it is demoted).
     sentinel: Option<SentinelWatch>,
     base: String,
     dedup_window_ms: u64,
+}
+
+/// How many replicas a master's `ROLE` answer lists (none from anything
+/// else).
+fn replicas(role: &Value) -> usize {
+    match role {
+        Value::Array(fields) => match fields.get(2) {
+            Some(Value::Array(replicas)) => replicas.len(),
+            _ => 0,
+        },
+        _ => 0,
+    }
 }
 
 fn state_error(what: &str) -> impl FnOnce(fred::error::Error) -> Error + '_ {
@@ -220,13 +236,19 @@ impl GroupState {
             .build()
             .map_err(state_error("build the Redis client"))?;
         client.init().await.map_err(state_error("connect to Redis"))?;
+        let mirror_client = client.clone_new();
+        if let Err(e) = mirror_client.init().await {
+            let _ = client.quit().await;
+            return Err(state_error("connect to Redis")(e));
+        }
         let sentinel = SentinelWatch::start(
-            std::slice::from_ref(&client),
+            &[client.clone(), mirror_client.clone()],
             MASTER_CHECK_INTERVAL,
             COMMAND_TIMEOUT,
         );
         Ok(Self {
             client,
+            mirror_client,
             sentinel,
             base: format!("mes:sync:{{{group}}}"),
             dedup_window_ms: u64::try_from(dedup_window.as_millis()).unwrap_or(u64::MAX),
@@ -325,21 +347,52 @@ impl GroupState {
         })
     }
 
-    /// Records that Kafka now holds `offsets` for the group.
-    pub(crate) async fn mirrored(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), Error> {
+    /// Records that Kafka is about to hold `offsets` for the group, and
+    /// whether the record reached a replica within `wait` (always, for a
+    /// server without replicas). The caller commits to Kafka only then: a
+    /// failover that loses the record must not leave Kafka holding an
+    /// offset that looks like someone else's (it would win over Redis's on
+    /// the next assignment, and the events between would keep the effects
+    /// the failover lost). The commits the offsets come from were written
+    /// before, so a replica that has the record has them too.
+    pub(crate) async fn mirroring(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        wait: Duration,
+    ) -> Result<bool, Error> {
         if offsets.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
+        let key = self.mirrored_key();
         let fields: Vec<(String, String)> = offsets
             .iter()
             .map(|(tp, offset)| (tp.to_string(), offset.to_string()))
             .collect();
         let _: i64 = self
-            .client
-            .hset(self.mirrored_key(), fields)
+            .mirror_client
+            .hset(key.as_str(), fields)
             .await
             .map_err(state_error("record mirrored offsets"))?;
-        Ok(())
+        // ROLE and WAIT have no key: sent to the node of the key (Cluster).
+        let node = ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()));
+        let role: Value = self
+            .mirror_client
+            .custom(
+                CustomCommand::new_static("ROLE", node.clone(), false),
+                Vec::<Value>::new(),
+            )
+            .await
+            .map_err(state_error("read the server's replicas"))?;
+        if replicas(&role) == 0 {
+            return Ok(true);
+        }
+        let millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX).max(1);
+        let acked: i64 = self
+            .mirror_client
+            .custom(CustomCommand::new_static("WAIT", node, true), vec![1, millis])
+            .await
+            .map_err(state_error("wait for a replica"))?;
+        Ok(acked >= 1)
     }
 
     /// Which of `event_ids` were handled within the dedup window: one
@@ -425,6 +478,7 @@ impl GroupState {
         if let Some(sentinel) = &self.sentinel {
             sentinel.stop().await;
         }
+        let _ = self.mirror_client.quit().await;
         let _ = self.client.quit().await;
     }
 }
@@ -689,7 +743,12 @@ mod tests {
         let a1 = owner(4, "a");
         assert!(a.claim(&tp, &a1, SESSION).await.unwrap());
         assert_eq!(a.commit(&tp, &a1, None, 9, &[]).await.unwrap(), written(0));
-        a.mirrored(&[(tp.clone(), 7)]).await.unwrap();
+        // No replica: nothing to wait for.
+        assert!(
+            a.mirroring(&[(tp.clone(), 7)], Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
         assert_eq!(
             a.position(&tp).await.unwrap(),
             StoredPosition {
@@ -702,6 +761,103 @@ mod tests {
             .del(vec![a.owner_key(&tp), a.offsets_key(), a.mirrored_key()])
             .await
             .unwrap();
+    }
+
+    /// On a Cluster, `ROLE` and `WAIT` go to the node of the group's keys.
+    #[tokio::test]
+    async fn a_mirror_record_is_written_and_waited_for_on_a_cluster() {
+        let group = format!("mirror-cluster-{}", ulid::Ulid::new());
+        let url = mes_testkit::required_env(
+            "MES_TEST_REDIS_CLUSTER_URL",
+            "Redis Cluster of three masters (redis-cluster://host:port?node=...)",
+        );
+        let state = GroupState::connect(&url, &group, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let tp = TopicPartition {
+            topic: "mes.x.events".into(),
+            partition: 3,
+        };
+        assert!(
+            state
+                .mirroring(&[(tp.clone(), 4)], Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        let recorded: Option<String> = state
+            .client
+            .hget(state.mirrored_key(), tp.to_string())
+            .await
+            .unwrap();
+        assert_eq!(recorded.as_deref(), Some("4"));
+        let _: i64 = state.client.del(state.mirrored_key()).await.unwrap();
+        state.close().await;
+    }
+
+    /// A mirror record counts only once a replica has it: with the
+    /// replica's link blackholed the record is written but reported not
+    /// replicated (the consumer then leaves Kafka's offsets as they are),
+    /// and once the link is back it is replicated.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mirror_record_counts_once_a_replica_has_it() {
+        use mes_testkit::fault_proxy::{Fault, FaultProxy};
+        use mes_testkit::redis::{RedisBinaries, RedisServer};
+        let binaries = RedisBinaries::for_tests();
+        let (master, link, replica) = tokio::task::block_in_place(|| {
+            let master = RedisServer::start(&binaries, &[]).unwrap();
+            let (link, _) = FaultProxy::in_front_of(&master.url()).unwrap();
+            let replica =
+                RedisServer::start(&binaries, &["--replicaof", "127.0.0.1", &link.port().to_string()])
+                    .unwrap();
+            replica
+                .wait_for(&["INFO", "replication"], "master_link_status:up")
+                .unwrap();
+            (master, link, replica)
+        });
+        let group = format!("mirror-wait-{}", ulid::Ulid::new());
+        let state = GroupState::connect(&master.url(), &group, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let tp = TopicPartition {
+            topic: "mes.x.events".into(),
+            partition: 0,
+        };
+        let field = tp.to_string();
+        let on_replica = || replica.cli(&["HGET", &state.mirrored_key(), &field]).unwrap();
+
+        assert!(
+            state
+                .mirroring(&[(tp.clone(), 5)], Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        assert_eq!(on_replica().trim(), "5");
+
+        link.set(Fault::Blackhole);
+        assert!(
+            !state
+                .mirroring(&[(tp.clone(), 9)], Duration::from_millis(200))
+                .await
+                .unwrap()
+        );
+        assert_eq!(on_replica().trim(), "5");
+        assert_eq!(
+            master
+                .cli(&["HGET", &state.mirrored_key(), &field])
+                .unwrap()
+                .trim(),
+            "9"
+        );
+
+        link.heal();
+        assert!(
+            state
+                .mirroring(&[(tp.clone(), 12)], Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        assert_eq!(on_replica().trim(), "12");
+        state.close().await;
     }
 
     /// A commit continues from the offset its owner read or last wrote. If
