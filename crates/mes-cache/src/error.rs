@@ -104,3 +104,18 @@ pub struct SlotsKeptMoving {
     /// How many scans were made.
     pub passes: u32,
 }
+
+/// The source of an [`Error::Redis`] when Redis, or the client's routing of
+/// a pipeline, answered a batch read with a number of values other than the
+/// number of keys asked for. Taking the missing values for misses would
+/// hide entries that exist; the read fails instead and can be retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{command} of {asked} keys answered {answered} values")]
+pub struct ShortReply {
+    /// The command (`MGET`, or the pipeline as a whole).
+    pub command: &'static str,
+    /// How many keys (or commands) were sent.
+    pub asked: usize,
+    /// How many values came back.
+    pub answered: usize,
+}

@@ -205,7 +205,7 @@ pub use backend::{MemoryUsage, ServerStats};
 pub use cache::{ReferenceDataCache, StoredValue};
 pub use config::{CacheConfig, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL, DEFAULT_TTL, ReconnectPolicy};
 pub use envelope::{CacheEntry, Clock, ManualClock, SystemClock};
-pub use error::{BoxError, Error, Result, SlotsKeptMoving};
+pub use error::{BoxError, Error, Result, ShortReply, SlotsKeptMoving};
 pub use near::{FlushReason, NearCache, NearCacheFlushes, NearCacheStats};
 pub use prefix::{CacheEntity, CacheKeyPrefix, escape_glob};
 pub use stats::{CacheCounters, CacheStats};

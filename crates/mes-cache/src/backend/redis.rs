@@ -15,7 +15,7 @@ use tracing::debug;
 use super::sentinel::{Master, SentinelWatch};
 use super::{Raw, ServerStats, server_stats_from_info};
 use crate::config::{CacheConfig, ReconnectPolicy};
-use crate::error::{BoxError, Error, Result, SlotsKeptMoving};
+use crate::error::{BoxError, Error, Result, ShortReply, SlotsKeptMoving};
 
 pub(crate) struct RedisBackend {
     pool: Pool,
@@ -181,6 +181,7 @@ impl RedisBackend {
         let mut out: Vec<(Raw, i64)> = vec![(None, -2); total];
         for positions in chunks {
             let values: Vec<Value> = replies.next().ok_or("MGET: no reply")??.convert()?;
+            check_answered("MGET", positions.len(), values.len())?;
             for (index, value) in positions.into_iter().zip(values) {
                 if let Some(slot) = out.get_mut(index) {
                     slot.0 = raw(value);
@@ -238,7 +239,9 @@ impl RedisBackend {
                 .into_iter()
                 .collect::<Result<_, _>>()?
         };
+        check_answered("the MGET pipeline", indices.len(), replies.len())?;
         for (positions, values) in indices.iter().zip(replies) {
+            check_answered("MGET", positions.len(), values.len())?;
             for (index, value) in positions.iter().zip(values) {
                 if let Some(slot) = out.get_mut(*index) {
                     *slot = raw(value);
@@ -578,6 +581,19 @@ return 1
     }
 }
 
+/// A [`ShortReply`] unless `answered` is `asked`.
+fn check_answered(command: &'static str, asked: usize, answered: usize) -> Result<(), BoxError> {
+    if asked == answered {
+        Ok(())
+    } else {
+        Err(Box::new(ShortReply {
+            command,
+            asked,
+            answered,
+        }))
+    }
+}
+
 /// Most scans of a Cluster an invalidation makes while slots move.
 const SCAN_PASSES: u32 = 30;
 
@@ -595,4 +611,18 @@ impl SlotLayout {
 
 fn ttl_value(ttl: u64) -> Value {
     Value::Integer(i64::try_from(ttl).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_read_answered_short_is_an_error_not_misses() {
+        assert!(check_answered("MGET", 3, 3).is_ok());
+        let error = check_answered("MGET", 3, 1).unwrap_err();
+        let short = error.downcast_ref::<ShortReply>().unwrap();
+        assert_eq!((short.command, short.asked, short.answered), ("MGET", 3, 1));
+        assert_eq!(error.to_string(), "MGET of 3 keys answered 1 values");
+    }
 }
