@@ -123,7 +123,7 @@
 //! | `mes.consumer.retries` | counter | group, topic | failed handler attempts that were retried |
 //! | `mes.consumer.lag` | gauge | group, topic, partition | records not yet committed, as of the last fetch |
 //! | `mes.consumer.commit.duration` | histogram (s) | group, `mes.store` | a commit: `redis` (offset, marks and effects) or `kafka` (the mirrored offsets) |
-//! | `mes.consumer.commits.diverged` | counter | group, topic | commits refused because Redis no longer held the offset the partition had reached (a failover lost acknowledged writes); the partition went back to Redis's offset and handled those events again |
+//! | `mes.consumer.commits.diverged` | counter | group, topic | a partition found Redis no longer held the offset it had reached (a failover lost acknowledged writes), by a refused commit or, idle, by asking every second; the partition went back to Redis's offset and handled those events again |
 //! | `mes.consumer.rebalances` | counter | group, `mes.reason` | partitions given up to join again: `rebalance`, `session_lost`, `partitions_changed` |
 //! | `mes.consumer.subscription_gaps` | gauge | group | topics some instance reads and the leader does not (nobody consumes them); alarm above 0 |
 //!

@@ -24,6 +24,9 @@ use crate::stats::{PartitionCounters, StatsRegistry};
 /// Back-off of retried infrastructure calls (Redis, Kafka, dead letters).
 const INFRA_BACKOFF: Duration = Duration::from_millis(200);
 const INFRA_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an idle partition checks that Redis still holds the offset it
+/// committed last.
+const STORED_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct PartitionWorker {
     pub(crate) tp: TopicPartition,
@@ -241,6 +244,7 @@ impl PartitionWorker {
         self.stats.changed();
         let mut backoff = INFRA_BACKOFF;
         let mut prefetch = Prefetch::start(self.fetcher(), offset);
+        let mut checked_at = Instant::now();
         while !self.stopping() {
             let joined = tokio::select! {
                 joined = &mut prefetch.task => joined,
@@ -289,6 +293,16 @@ impl PartitionWorker {
                     continue;
                 }
             };
+            // Idle: a failover may have lost the last commits, which no
+            // next commit will find diverged. Redis is asked now and then.
+            if fetched.records.is_empty() && checked_at.elapsed() >= STORED_CHECK_EVERY {
+                checked_at = Instant::now();
+                if let Ok(held) = self.state.position(&self.tp).await
+                    && held.committed != self.stored
+                {
+                    return Interrupted::Diverged;
+                }
+            }
             if let Some(first) = fetched.records.first().map(starting_offset)
                 && first > offset
             {

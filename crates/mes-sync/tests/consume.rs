@@ -558,6 +558,74 @@ async fn a_topic_only_some_instances_read_is_reported_as_a_subscription_gap() {
 /// vanish with their marks and effects, as one transaction each). The
 /// consumer's next commit finds an offset it did not leave, goes back to
 /// it and handles those events again: every effect once in the end.
+/// The same loss with nothing published after it: no next commit finds
+/// it, so an idle partition asks Redis itself.
+#[tokio::test]
+async fn the_last_commits_redis_lost_are_found_without_a_next_event() {
+    use fred::prelude::{HashesInterface, KeysInterface};
+    let s = setup("lostlast", 1).await;
+    let effects_key = s.effects_key();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = EventConsumer::new(s.config())
+        .on_type(s.event_type.clone(), {
+            let effects_key = effects_key.clone();
+            move |event: DomainEvent<Value>| {
+                let (tx, effects_key) = (tx.clone(), effects_key.clone());
+                async move {
+                    tx.send(event.id().to_string()).unwrap();
+                    Effects::none().hash_increment(effects_key, event.id().as_str(), 1)
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let events: Vec<DomainEvent> = (0..10).map(|i| s.event("E-1", json!({"i": i}))).collect();
+    for event in &events {
+        s.publisher.publish(event).await.unwrap();
+    }
+    consumer
+        .wait_for(|stats| stats.partitions.iter().any(|p| p.committed_offset == 10))
+        .await;
+    let mut handled: BTreeMap<String, u32> = BTreeMap::new();
+    while let Ok(id) = rx.try_recv() {
+        *handled.entry(id).or_default() += 1;
+    }
+    assert_eq!(handled.len(), 10, "{handled:?}");
+
+    // The failover: Redis is back at offset 7, and nothing more comes.
+    let redis = redis_at(&mes_testkit::redis_url()).await;
+    let base = format!("mes:sync:{{{}}}", s.group);
+    let lost: Vec<String> = events[7..].iter().map(|e| e.id().to_string()).collect();
+    let _: i64 = redis
+        .hset(format!("{base}:offsets"), (format!("{}/0", s.topic), "7"))
+        .await
+        .unwrap();
+    let marks: Vec<String> = lost.iter().map(|id| format!("{base}:seen:{id}")).collect();
+    let _: i64 = redis.del(marks).await.unwrap();
+    let _: i64 = redis.hdel(&effects_key, lost.clone()).await.unwrap();
+
+    // The three lost ones run again, and only they.
+    let mut again = Vec::new();
+    while again.len() < lost.len() {
+        let id = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the lost events were never handled again")
+            .unwrap();
+        again.push(id);
+    }
+    assert_eq!(again, lost);
+    consumer
+        .wait_for(|stats| stats.partitions.iter().any(|p| p.committed_offset == 10))
+        .await;
+    let applied: std::collections::HashMap<String, i64> = redis.hgetall(&effects_key).await.unwrap();
+    assert_eq!(applied.len(), 10, "{applied:?}");
+    assert!(applied.values().all(|&n| n == 1), "each effect once: {applied:?}");
+    assert!(rx.try_recv().is_err(), "nothing else handled again");
+    consumer.shutdown().await;
+    forget_group(&s.group).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_whose_commits_redis_lost_are_handled_again() {
     use fred::prelude::{HashesInterface, KeysInterface};
