@@ -36,7 +36,8 @@
 //! - **Exactly-once Redis effects.** A handler may return [`Effects`],
 //!   applied atomically with the commit. Each commit continues from the
 //!   offset the last one wrote; when a Redis failover (Sentinel, Cluster)
-//!   lost acknowledged writes, the next commit is refused and the
+//!   lost acknowledged writes, the next commit is refused (or, with
+//!   nothing more to read, a check every second finds it) and the
 //!   partition goes back to the offset Redis still holds, handling again
 //!   the events whose effects were lost with it
 //!   (`mes.consumer.commits.diverged`).
