@@ -83,15 +83,7 @@ impl CacheLoad {
 /// names `server` as the master.
 fn wait_promoted(sentinel: &RedisServer, server: &RedisServer) -> Duration {
     let started = Instant::now();
-    tokio::task::block_in_place(|| {
-        sentinel
-            .wait_for(
-                &["SENTINEL", "get-master-addr-by-name", SERVICE],
-                &server.port().to_string(),
-            )
-            .unwrap();
-        server.wait_for(&["ROLE"], "master").unwrap();
-    });
+    tokio::task::block_in_place(|| sentinel.wait_promoted(SERVICE, server).unwrap());
     started.elapsed()
 }
 

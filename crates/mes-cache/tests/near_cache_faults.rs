@@ -203,17 +203,7 @@ async fn after_a_sentinel_failover_no_old_value_is_served() {
     read_until_held(&cache, "P-1").await;
     let before = stats(&cache).flushes;
 
-    // Refused (NOGOODSLAVE) until the Sentinel has heard from the replica.
-    sentinel
-        .wait_for(&["SENTINEL", "FAILOVER", "mymaster"], "OK")
-        .unwrap();
-    sentinel
-        .wait_for(
-            &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-            &replica.port().to_string(),
-        )
-        .unwrap();
-    replica.wait_for(&["ROLE"], "master").unwrap();
+    sentinel.switch_over("mymaster", &replica).unwrap();
     // The new master gets a new value from another client.
     legacy_setex(&replica, &cache, "P-1", &part(2));
     read_until(&cache, "P-1", Some(&part(2))).await;
@@ -271,16 +261,7 @@ async fn after_a_switchover_that_leaves_the_old_master_up_the_cache_follows_the_
     read_until_held(&cache, "P-1").await;
     let before = stats(&cache).flushes;
 
-    sentinel
-        .wait_for(&["SENTINEL", "FAILOVER", "mymaster"], "OK")
-        .unwrap();
-    sentinel
-        .wait_for(
-            &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-            &replica.port().to_string(),
-        )
-        .unwrap();
-    replica.wait_for(&["ROLE"], "master").unwrap();
+    sentinel.switch_over("mymaster", &replica).unwrap();
     // Two masters now, and the old one stays so.
     assert!(master.cli(&["ROLE"]).unwrap().starts_with("master"));
 

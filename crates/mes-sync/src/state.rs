@@ -575,18 +575,7 @@ mod tests {
             written(0)
         );
 
-        tokio::task::block_in_place(|| {
-            sentinel
-                .wait_for(&["SENTINEL", "FAILOVER", "mymaster"], "OK")
-                .unwrap();
-            sentinel
-                .wait_for(
-                    &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-                    &replica.port().to_string(),
-                )
-                .unwrap();
-            replica.wait_for(&["ROLE"], "master").unwrap();
-        });
+        tokio::task::block_in_place(|| sentinel.switch_over("mymaster", &replica).unwrap());
         assert!(master.cli(&["ROLE"]).unwrap().starts_with("master"));
 
         // Commits until one lands on the new master (errors while the

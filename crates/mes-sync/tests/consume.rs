@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mes_events_types::{DomainEvent, EventType, KafkaRecord, decode};
 use mes_publisher::{EventPublisher, PublisherConfig, TopicSettings, TopicSpec};
-use mes_sync::{ConsumerConfig, Effects, EventConsumer, HandlerRetry};
+use mes_sync::{ConsumerConfig, Effects, EventConsumer, HandlerRetry, RunningConsumer};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -553,99 +553,53 @@ async fn a_topic_only_some_instances_read_is_reported_as_a_subscription_gap() {
     forget_group(&common.group).await;
 }
 
-/// What a Redis failover to a replica that missed the last writes does to
-/// the group's state (done here by hand, the same way: the last commits
-/// vanish with their marks and effects, as one transaction each). The
-/// consumer's next commit finds an offset it did not leave, goes back to
-/// it and handles those events again: every effect once in the end.
-/// The same loss with nothing published after it: no next commit finds
-/// it, so an idle partition asks Redis itself.
-#[tokio::test]
-async fn the_last_commits_redis_lost_are_found_without_a_next_event() {
-    use fred::prelude::{HashesInterface, KeysInterface};
-    let s = setup("lostlast", 1).await;
+/// A consumer whose handler sends each event id on the channel and counts
+/// its effect, once per event, in the setup's effects hash.
+async fn reporting_consumer(s: &Setup) -> (RunningConsumer, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
     let effects_key = s.effects_key();
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let consumer = EventConsumer::new(s.config())
-        .on_type(s.event_type.clone(), {
-            let effects_key = effects_key.clone();
-            move |event: DomainEvent<Value>| {
-                let (tx, effects_key) = (tx.clone(), effects_key.clone());
-                async move {
-                    tx.send(event.id().to_string()).unwrap();
-                    Effects::none().hash_increment(effects_key, event.id().as_str(), 1)
-                }
+        .on_type(s.event_type.clone(), move |event: DomainEvent<Value>| {
+            let (tx, effects_key) = (tx.clone(), effects_key.clone());
+            async move {
+                tx.send(event.id().to_string()).unwrap();
+                Effects::none().hash_increment(effects_key, event.id().as_str(), 1)
             }
         })
         .start()
         .await
         .unwrap();
-    let events: Vec<DomainEvent> = (0..10).map(|i| s.event("E-1", json!({"i": i}))).collect();
-    for event in &events {
-        s.publisher.publish(event).await.unwrap();
-    }
-    consumer
-        .wait_for(|stats| stats.partitions.iter().any(|p| p.committed_offset == 10))
-        .await;
-    let mut handled: BTreeMap<String, u32> = BTreeMap::new();
-    while let Ok(id) = rx.try_recv() {
-        *handled.entry(id).or_default() += 1;
-    }
-    assert_eq!(handled.len(), 10, "{handled:?}");
+    (consumer, rx)
+}
 
-    // The failover: Redis is back at offset 7, and nothing more comes.
-    let redis = redis_at(&mes_testkit::redis_url()).await;
+/// What a Redis failover to a replica that missed the last writes does to
+/// the group's state, done by hand the same way: partition 0 is back at
+/// `offset`, and the events of the commits after it lose their marks and
+/// effects with them (one transaction each).
+async fn lose_commits(s: &Setup, redis: &fred::prelude::Client, offset: i64, lost: &[String]) {
+    use fred::prelude::{HashesInterface, KeysInterface};
     let base = format!("mes:sync:{{{}}}", s.group);
-    let lost: Vec<String> = events[7..].iter().map(|e| e.id().to_string()).collect();
     let _: i64 = redis
-        .hset(format!("{base}:offsets"), (format!("{}/0", s.topic), "7"))
+        .hset(
+            format!("{base}:offsets"),
+            (format!("{}/0", s.topic), offset.to_string()),
+        )
         .await
         .unwrap();
     let marks: Vec<String> = lost.iter().map(|id| format!("{base}:seen:{id}")).collect();
     let _: i64 = redis.del(marks).await.unwrap();
-    let _: i64 = redis.hdel(&effects_key, lost.clone()).await.unwrap();
-
-    // The three lost ones run again, and only they.
-    let mut again = Vec::new();
-    while again.len() < lost.len() {
-        let id = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .expect("the lost events were never handled again")
-            .unwrap();
-        again.push(id);
-    }
-    assert_eq!(again, lost);
-    consumer
-        .wait_for(|stats| stats.partitions.iter().any(|p| p.committed_offset == 10))
-        .await;
-    let applied: std::collections::HashMap<String, i64> = redis.hgetall(&effects_key).await.unwrap();
-    assert_eq!(applied.len(), 10, "{applied:?}");
-    assert!(applied.values().all(|&n| n == 1), "each effect once: {applied:?}");
-    assert!(rx.try_recv().is_err(), "nothing else handled again");
-    consumer.shutdown().await;
-    forget_group(&s.group).await;
+    let _: i64 = redis.hdel(s.effects_key(), lost.to_vec()).await.unwrap();
 }
 
+/// After such a failover, the consumer's next commit finds an offset it did
+/// not leave, goes back to it and handles those events again: every effect
+/// once in the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_whose_commits_redis_lost_are_handled_again() {
-    use fred::prelude::{HashesInterface, KeysInterface};
+    use fred::prelude::HashesInterface;
     let s = setup("lostcommits", 1).await;
     let effects_key = s.effects_key();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let consumer = EventConsumer::new(s.config())
-        .on_type(s.event_type.clone(), {
-            let effects_key = effects_key.clone();
-            move |event: DomainEvent<Value>| {
-                let (tx, effects_key) = (tx.clone(), effects_key.clone());
-                async move {
-                    tx.send(event.id().to_string()).unwrap();
-                    Effects::none().hash_increment(effects_key, event.id().as_str(), 1)
-                }
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+    let (consumer, mut rx) = reporting_consumer(&s).await;
     let events: Vec<DomainEvent> = (0..15).map(|i| s.event("E-1", json!({"i": i}))).collect();
     let (first, second) = events.split_at(10);
     // One by one: every offset starts a batch (the test broker cannot
@@ -660,15 +614,8 @@ async fn events_whose_commits_redis_lost_are_handled_again() {
     // The failover: Redis is back at offset 6; events 6..9 were never
     // marked nor applied.
     let redis = redis_at(&mes_testkit::redis_url()).await;
-    let base = format!("mes:sync:{{{}}}", s.group);
     let lost: Vec<String> = first[6..].iter().map(|e| e.id().to_string()).collect();
-    let _: i64 = redis
-        .hset(format!("{base}:offsets"), (format!("{}/0", s.topic), "6"))
-        .await
-        .unwrap();
-    let marks: Vec<String> = lost.iter().map(|id| format!("{base}:seen:{id}")).collect();
-    let _: i64 = redis.del(marks).await.unwrap();
-    let _: i64 = redis.hdel(&effects_key, lost.clone()).await.unwrap();
+    lose_commits(&s, &redis, 6, &lost).await;
 
     for event in second {
         s.publisher.publish(event).await.unwrap();
@@ -698,6 +645,53 @@ async fn events_whose_commits_redis_lost_are_handled_again() {
     let applied: std::collections::HashMap<String, i64> = redis.hgetall(&effects_key).await.unwrap();
     assert_eq!(applied.len(), 15, "{applied:?}");
     assert!(applied.values().all(|&n| n == 1), "each effect once: {applied:?}");
+    consumer.shutdown().await;
+    forget_group(&s.group).await;
+}
+
+/// The same loss with nothing published after it: no next commit finds
+/// it, so an idle partition asks Redis itself.
+#[tokio::test]
+async fn the_last_commits_redis_lost_are_found_without_a_next_event() {
+    use fred::prelude::HashesInterface;
+    let s = setup("lostlast", 1).await;
+    let effects_key = s.effects_key();
+    let (consumer, mut rx) = reporting_consumer(&s).await;
+    let events: Vec<DomainEvent> = (0..10).map(|i| s.event("E-1", json!({"i": i}))).collect();
+    for event in &events {
+        s.publisher.publish(event).await.unwrap();
+    }
+    consumer
+        .wait_for(|stats| stats.partitions.iter().any(|p| p.committed_offset == 10))
+        .await;
+    let mut handled: BTreeMap<String, u32> = BTreeMap::new();
+    while let Ok(id) = rx.try_recv() {
+        *handled.entry(id).or_default() += 1;
+    }
+    assert_eq!(handled.len(), 10, "{handled:?}");
+
+    // The failover: Redis is back at offset 7, and nothing more comes.
+    let redis = redis_at(&mes_testkit::redis_url()).await;
+    let lost: Vec<String> = events[7..].iter().map(|e| e.id().to_string()).collect();
+    lose_commits(&s, &redis, 7, &lost).await;
+
+    // The three lost ones run again, and only they.
+    let mut again = Vec::new();
+    while again.len() < lost.len() {
+        let id = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the lost events were never handled again")
+            .unwrap();
+        again.push(id);
+    }
+    assert_eq!(again, lost);
+    consumer
+        .wait_for(|stats| stats.partitions.iter().any(|p| p.committed_offset == 10))
+        .await;
+    let applied: std::collections::HashMap<String, i64> = redis.hgetall(&effects_key).await.unwrap();
+    assert_eq!(applied.len(), 10, "{applied:?}");
+    assert!(applied.values().all(|&n| n == 1), "each effect once: {applied:?}");
+    assert!(rx.try_recv().is_err(), "nothing else handled again");
     consumer.shutdown().await;
     forget_group(&s.group).await;
 }

@@ -156,6 +156,25 @@ impl RedisServer {
         Ok(sentinel)
     }
 
+    /// On a Sentinel: waits until it names `server` the master of
+    /// `service` and `server` says it is one.
+    pub fn wait_promoted(&self, service: &str, server: &Self) -> io::Result<()> {
+        self.wait_for(
+            &["SENTINEL", "get-master-addr-by-name", service],
+            &server.port.to_string(),
+        )?;
+        server.wait_for(&["ROLE"], "master")
+    }
+
+    /// On a Sentinel: a switchover of `service` (`SENTINEL FAILOVER`,
+    /// asked again while refused with NOGOODSLAVE, until the Sentinel has
+    /// heard from the replica) to `replica`, its only replica, once
+    /// promoted.
+    pub fn switch_over(&self, service: &str, replica: &Self) -> io::Result<()> {
+        self.wait_for(&["SENTINEL", "FAILOVER", service], "OK")?;
+        self.wait_promoted(service, replica)
+    }
+
     fn folder(port: u16) -> io::Result<PathBuf> {
         let dir = std::env::temp_dir().join(format!("mes-redis-{}-{port}", std::process::id()));
         if dir.exists() {

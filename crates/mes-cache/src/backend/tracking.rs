@@ -231,9 +231,7 @@ impl Settings {
                         if tracking && !on_master(&task_client, moved.as_ref()) {
                             debug!("mes-cache: the pool moved to another master; the near cache listener follows");
                             tracking = false;
-                            group.set(index, false, FlushReason::TopologyChanged);
-                            let client = task_client.clone();
-                            tokio::spawn(async move { client.force_reconnection().await });
+                            disarm_and_reconnect(&group, index, FlushReason::TopologyChanged, &task_client);
                         }
                     }
                     _ = heartbeat.tick(), if tracking => {
@@ -244,16 +242,11 @@ impl Settings {
                         if !on_master(&task_client, here.as_ref()) {
                             // Reconnected by itself to a master the pool has left.
                             tracking = false;
-                            group.set(index, false, FlushReason::TopologyChanged);
-                            let client = task_client.clone();
-                            tokio::spawn(async move { client.force_reconnection().await });
+                            disarm_and_reconnect(&group, index, FlushReason::TopologyChanged, &task_client);
                         } else if !matches!(answered, Ok(Ok(_))) {
                             warn!("mes-cache: near cache listener does not answer; emptying the near cache and reconnecting");
                             tracking = false;
-                            group.set(index, false, FlushReason::Disconnected);
-                            let client = task_client.clone();
-                            // Resolves once reconnected; the reconnection event sets tracking up again.
-                            tokio::spawn(async move { client.force_reconnection().await });
+                            disarm_and_reconnect(&group, index, FlushReason::Disconnected, &task_client);
                         }
                     }
                     message = invalidations.recv() => match message {
@@ -317,6 +310,15 @@ async fn set_up(client: &Client, prefix: &str) -> Result<(), fred::error::Error>
     // the subscription holds.
     let _: Value = client.ping(None).await?;
     Ok(())
+}
+
+/// Disarms (and empties) the L1 for `reason` and has the listener's
+/// connection opened anew in the background; the reconnection event sets
+/// tracking up again.
+fn disarm_and_reconnect(group: &Group, index: usize, reason: FlushReason, client: &Client) {
+    group.set(index, false, reason);
+    let client = client.clone();
+    tokio::spawn(async move { client.force_reconnection().await });
 }
 
 /// The next master a Sentinel-managed pool moves to; never returns off a
