@@ -288,7 +288,10 @@ async fn a_sentinel_failover_and_switchover_under_cache_and_consumer_load() {
     let mut owned = Ownership::default();
     let mut a = group.spawn("a", &tx);
     let mut b = group.spawn("b", &tx);
-    owned.until(&lines, |o| o.of("a") + o.of("b") == 4 && o.disjoint());
+    // Both hold partitions: a has some to lose, and its member id is known.
+    owned.until(&lines, |o| {
+        o.of("a") > 0 && o.of("b") > 0 && o.of("a") + o.of("b") == 4 && o.disjoint()
+    });
     let parsed = EventType::parse(&group.event_type).unwrap();
     let events: Vec<DomainEvent> = (0..ENTITIES * per_entity)
         .map(|i| {

@@ -200,6 +200,7 @@ mod typed;
 mod warm;
 
 pub use backend::memory::InMemoryStore;
+pub use backend::redirect::{follow_redirections, is_redirection};
 pub use backend::sentinel::SentinelWatch;
 pub use backend::{MemoryUsage, ServerStats};
 pub use cache::{ReferenceDataCache, StoredValue};

@@ -121,6 +121,16 @@ fn replicas(role: &Value) -> usize {
     }
 }
 
+/// `op` with its cluster redirections followed (see
+/// [`mes_cache::follow_redirections`]), for as long as a command may take.
+async fn redirected<T, F, Fut>(op: F) -> Result<T, fred::error::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, fred::error::Error>>,
+{
+    mes_cache::follow_redirections(COMMAND_TIMEOUT, op).await
+}
+
 fn state_error(what: &str) -> impl FnOnce(fred::error::Error) -> Error + '_ {
     move |e| Error::State {
         what: what.to_owned(),
@@ -228,6 +238,9 @@ impl GroupState {
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = COMMAND_TIMEOUT;
+                // Followed by `redirected` (fred's own ASK handling can
+                // answer a command with another's reply).
+                c.max_redirections = 0;
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = COMMAND_TIMEOUT;
@@ -280,13 +293,11 @@ impl GroupState {
         owner: &Owner,
         ttl: Duration,
     ) -> Result<bool, Error> {
-        let claimed: i64 = self
-            .client
-            .eval(
-                CLAIM,
-                vec![self.owner_key(tp)],
-                vec![owner.generation.to_string(), owner.value(), millis(ttl)],
-            )
+        let (keys, args) = (
+            vec![self.owner_key(tp)],
+            vec![owner.generation.to_string(), owner.value(), millis(ttl)],
+        );
+        let claimed: i64 = redirected(|| self.client.eval(CLAIM, keys.clone(), args.clone()))
             .await
             .map_err(state_error("claim a partition"))?;
         Ok(claimed == 1)
@@ -304,9 +315,8 @@ impl GroupState {
             return Ok(Vec::new());
         }
         let keys = partitions.iter().map(|tp| self.owner_key(tp)).collect::<Vec<_>>();
-        let held: Vec<i64> = self
-            .client
-            .eval(RENEW, keys, vec![owner.value(), millis(ttl)])
+        let args = vec![owner.value(), millis(ttl)];
+        let held: Vec<i64> = redirected(|| self.client.eval(RENEW, keys.clone(), args.clone()))
             .await
             .map_err(state_error("renew partition claims"))?;
         Ok(partitions
@@ -319,10 +329,9 @@ impl GroupState {
 
     /// Gives up a claim, if it is still `owner`'s.
     pub(crate) async fn release(&self, tp: &TopicPartition, owner: &Owner) {
-        let released: Result<i64, _> = self
-            .client
-            .eval(RELEASE, vec![self.owner_key(tp)], vec![owner.value()])
-            .await;
+        let (key, value) = (self.owner_key(tp), owner.value());
+        let released: Result<i64, _> =
+            redirected(|| self.client.eval(RELEASE, vec![key.clone()], vec![value.clone()])).await;
         if let Err(e) = released {
             // It lapses by itself within the session timeout.
             warn!(partition = %tp, error = %e, "could not release a partition claim");
@@ -331,15 +340,11 @@ impl GroupState {
 
     /// The partition's committed and mirrored offsets.
     pub(crate) async fn position(&self, tp: &TopicPartition) -> Result<StoredPosition, Error> {
-        let (committed, mirrored): (Option<String>, Option<String>) = self
-            .client
-            .eval(
-                POSITION,
-                vec![self.offsets_key(), self.mirrored_key()],
-                vec![tp.to_string()],
-            )
-            .await
-            .map_err(state_error("read a partition's position"))?;
+        let (keys, field) = (vec![self.offsets_key(), self.mirrored_key()], tp.to_string());
+        let (committed, mirrored): (Option<String>, Option<String>) =
+            redirected(|| self.client.eval(POSITION, keys.clone(), vec![field.clone()]))
+                .await
+                .map_err(state_error("read a partition's position"))?;
         let parse = |value: Option<String>| value.and_then(|v| v.parse().ok());
         Ok(StoredPosition {
             committed: parse(committed),
@@ -368,21 +373,19 @@ impl GroupState {
             .iter()
             .map(|(tp, offset)| (tp.to_string(), offset.to_string()))
             .collect();
-        let _: i64 = self
-            .mirror_client
-            .hset(key.as_str(), fields)
+        let _: i64 = redirected(|| self.mirror_client.hset(key.as_str(), fields.clone()))
             .await
             .map_err(state_error("record mirrored offsets"))?;
         // ROLE and WAIT have no key: sent to the node of the key (Cluster).
         let node = ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()));
-        let role: Value = self
-            .mirror_client
-            .custom(
+        let role: Value = redirected(|| {
+            self.mirror_client.custom(
                 CustomCommand::new_static("ROLE", node.clone(), false),
                 Vec::<Value>::new(),
             )
-            .await
-            .map_err(state_error("read the server's replicas"))?;
+        })
+        .await
+        .map_err(state_error("read the server's replicas"))?;
         if replicas(&role) == 0 {
             return Ok(true);
         }
@@ -402,9 +405,7 @@ impl GroupState {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = event_ids.iter().map(|id| self.seen_key(id)).collect();
-        let marks: Vec<Option<String>> = self
-            .client
-            .mget(keys)
+        let marks: Vec<Option<String>> = redirected(|| self.client.mget(keys.clone()))
             .await
             .map_err(state_error("check event ids"))?;
         Ok(marks.iter().map(Option::is_some).collect())
@@ -413,9 +414,8 @@ impl GroupState {
     /// Forgets that an event id was handled, so its next delivery runs the
     /// handler again (a dead letter replayed on purpose).
     pub(crate) async fn unmark(&self, event_id: &str) -> Result<(), Error> {
-        let _: i64 = self
-            .client
-            .del(self.seen_key(event_id))
+        let key = self.seen_key(event_id);
+        let _: i64 = redirected(|| self.client.del(key.as_str()))
             .await
             .map_err(state_error("remove an event's seen mark"))?;
         Ok(())
@@ -459,9 +459,7 @@ impl GroupState {
                 args.extend([op.to_owned(), a, b]);
             }
         }
-        let outcome: i64 = self
-            .client
-            .eval(COMMIT, keys, args)
+        let outcome: i64 = redirected(|| self.client.eval(COMMIT, keys.clone(), args.clone()))
             .await
             .map_err(state_error("commit an offset"))?;
         Ok(match outcome {
@@ -912,6 +910,84 @@ mod tests {
             ])
             .await
             .unwrap();
+    }
+
+    /// A commit while the group's slot migrates, its keys split between two
+    /// masters (the source answers `TRYAGAIN`), waits for the migration and
+    /// lands once it has moved.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_during_a_migration_of_the_groups_slot_lands_once_it_has_moved() {
+        use mes_testkit::redis::{RedisBinaries, RedisCluster};
+        let cluster =
+            tokio::task::block_in_place(|| RedisCluster::start(&RedisBinaries::for_tests(), 3).unwrap());
+        let a = GroupState::connect(&cluster.url(), "migrating", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let tp = TopicPartition {
+            topic: "mes.x.events".into(),
+            partition: 0,
+        };
+        let a1 = owner(1, "a");
+        let effects_key = format!("{}:effects", a.base);
+        let count = |id: &str| Effects::none().hash_increment(effects_key.clone(), id, 1);
+        let (e1, e2) = (count("e-1"), count("e-2"));
+        assert!(a.claim(&tp, &a1, SESSION).await.unwrap());
+        assert_eq!(
+            a.commit(&tp, &a1, None, 1, &[handled("e-1", &e1)]).await.unwrap(),
+            written(0)
+        );
+
+        // `redis-cli --cluster create` deals the slots in three even ranges.
+        let slot = fred::util::redis_keyslot(a.offsets_key().as_bytes());
+        let from = usize::from(slot / 5461).min(2);
+        let to = (from + 1) % 3;
+        let (source, target) = (cluster.node(from).unwrap(), cluster.node(to).unwrap());
+        let (source_id, target_id) = (cluster.node_id(from).unwrap(), cluster.node_id(to).unwrap());
+        let (slot, port) = (slot.to_string(), target.port().to_string());
+        let migrate = |keys: &[&str]| {
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            assert_eq!(source.cli(&args).unwrap().trim(), "OK");
+        };
+        let offsets_key = a.offsets_key();
+        tokio::task::block_in_place(|| {
+            target
+                .cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
+                .unwrap();
+            source
+                .cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id])
+                .unwrap();
+            migrate(&[&offsets_key]);
+        });
+
+        // In this order: the commit is sent before the migration ends.
+        let batch = [handled("e-2", &e2)];
+        let (committed, ()) = tokio::join!(
+            biased;
+            a.commit(&tp, &a1, Some(1), 2, &batch),
+            async {
+                // The rest of the slot's keys, then the slot itself.
+                tokio::task::block_in_place(|| {
+                    let left = source.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]).unwrap();
+                    let left: Vec<&str> = left.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+                    migrate(&left);
+                    for node in [target, source] {
+                        node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]).unwrap();
+                    }
+                });
+            }
+        );
+        assert_eq!(committed.unwrap(), written(0));
+        assert_eq!(a.position(&tp).await.unwrap().committed, Some(2));
+        assert_eq!(a.seen(&["e-1", "e-2"]).await.unwrap(), [true, true]);
+        let applied: std::collections::HashMap<String, i64> = a.client.hgetall(&effects_key).await.unwrap();
+        assert_eq!(
+            applied,
+            [("e-1".to_owned(), 1), ("e-2".to_owned(), 1)]
+                .into_iter()
+                .collect()
+        );
+        a.close().await;
     }
 
     /// One commit for a fetched batch: each event's effects once, even when

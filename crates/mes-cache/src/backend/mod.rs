@@ -1,6 +1,7 @@
 //! Where entries live: Redis through fred, or the in-process store.
 
 pub(crate) mod memory;
+pub(crate) mod redirect;
 pub(crate) mod redis;
 pub(crate) mod sentinel;
 pub(crate) mod tracking;

@@ -7,11 +7,12 @@ use std::time::Duration;
 use fred::clients::Pool;
 use fred::prelude::{ClientLike, ClusterInterface, KeysInterface};
 use fred::types::scan::{ScanResult, Scanner};
-use fred::types::{ClusterHash, CustomCommand, Key, Value};
+use fred::types::{ClusterHash, CustomCommand, FromValue, Key, Value};
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tracing::debug;
 
+use super::redirect::{follow_redirections, is_redirection, unless_redirected};
 use super::sentinel::{Master, SentinelWatch};
 use super::{Raw, ServerStats, server_stats_from_info};
 use crate::config::{CacheConfig, ReconnectPolicy};
@@ -22,6 +23,8 @@ pub(crate) struct RedisBackend {
     clustered: bool,
     /// Set for a Sentinel-managed pool.
     master: Option<SentinelWatch>,
+    /// How long a command may wait for its slot's migration to end.
+    redirect_budget: Duration,
 }
 
 fn raw(value: Value) -> Raw {
@@ -52,6 +55,9 @@ pub(crate) fn builder(
         .with_connection_config(|c| {
             c.connection_timeout = config.connect_timeout;
             c.internal_command_timeout = config.command_timeout;
+            // Followed by `redirect::follow_redirections` (fred's own ASK
+            // handling can answer a command with another's reply).
+            c.max_redirections = 0;
         })
         .with_performance_config(|p| {
             p.default_command_timeout = config.command_timeout;
@@ -113,6 +119,7 @@ impl RedisBackend {
             pool,
             clustered,
             master,
+            redirect_budget: config.command_timeout,
         })
     }
 
@@ -127,7 +134,8 @@ impl RedisBackend {
     }
 
     pub(crate) async fn get(&self, key: String) -> Result<Raw, BoxError> {
-        let value: Value = self.pool.next().get(key).await?;
+        let client = self.pool.next();
+        let value: Value = follow_redirections(self.redirect_budget, || client.get(key.as_str())).await?;
         Ok(raw(value))
     }
 
@@ -135,10 +143,15 @@ impl RedisBackend {
     /// connection), for the near cache: the value, and how long Redis keeps
     /// it (-1 for no TTL, -2 when the key is gone).
     pub(crate) async fn get_with_pttl(&self, key: String) -> Result<(Raw, i64), BoxError> {
-        let pipeline = self.pool.next().pipeline();
-        let () = pipeline.get(key.as_str()).await?;
-        let () = pipeline.pttl(key).await?;
-        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let client = self.pool.next();
+        let replies = follow_redirections(self.redirect_budget, || async {
+            let pipeline = client.pipeline();
+            let () = pipeline.get(key.as_str()).await?;
+            let () = pipeline.pttl(key.as_str()).await?;
+            unless_redirected(pipeline.try_all::<Value>().await)
+        })
+        .await?;
+        let mut replies = replies.into_iter();
         let value = replies.next().ok_or("GET: no reply")??;
         let pttl = replies.next().ok_or("PTTL: no reply")??;
         Ok((raw(value), pttl.as_i64().unwrap_or(-2)))
@@ -162,22 +175,27 @@ impl RedisBackend {
             };
             groups.entry(slot).or_default().push(index);
         }
-        let pipeline = self.pool.next().pipeline();
-        let mut chunks: Vec<Vec<usize>> = Vec::new();
-        for group in groups.into_values() {
-            for chunk in group.chunks(batch) {
+        let chunks: Vec<Vec<usize>> = groups
+            .into_values()
+            .flat_map(|group| group.chunks(batch).map(<[usize]>::to_vec).collect::<Vec<_>>())
+            .collect();
+        let client = self.pool.next();
+        let replies = follow_redirections(self.redirect_budget, || async {
+            let pipeline = client.pipeline();
+            for chunk in &chunks {
                 let chunk_keys: Vec<&str> = chunk
                     .iter()
                     .filter_map(|i| keys.get(*i).map(String::as_str))
                     .collect();
                 let () = pipeline.mget(chunk_keys).await?;
-                chunks.push(chunk.to_vec());
             }
-        }
-        for key in &keys {
-            let () = pipeline.pttl(key.as_str()).await?;
-        }
-        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+            for key in &keys {
+                let () = pipeline.pttl(key.as_str()).await?;
+            }
+            unless_redirected(pipeline.try_all::<Value>().await)
+        })
+        .await?;
+        let mut replies = replies.into_iter();
         let mut out: Vec<(Raw, i64)> = vec![(None, -2); total];
         for positions in chunks {
             let values: Vec<Value> = replies.next().ok_or("MGET: no reply")??.convert()?;
@@ -203,6 +221,7 @@ impl RedisBackend {
         let total = keys.len();
         if !self.clustered && total <= batch {
             let values: Vec<Value> = client.mget(keys).await?;
+            check_answered("MGET", total, values.len())?;
             return Ok(values.into_iter().map(raw).collect());
         }
         let mut groups: BTreeMap<u16, Vec<(usize, String)>> = BTreeMap::new();
@@ -226,18 +245,23 @@ impl RedisBackend {
         let replies: Vec<Vec<Value>> = if chunks.len() == 1 {
             let (positions, keys) = chunks.pop().unwrap_or_default();
             indices.push(positions);
-            vec![client.mget(keys).await?]
+            vec![follow_redirections(self.redirect_budget, || client.mget(keys.clone())).await?]
         } else {
-            let pipeline = client.pipeline();
+            let mut sent = Vec::with_capacity(chunks.len());
             for (positions, keys) in chunks {
                 indices.push(positions);
-                let () = pipeline.mget(keys).await?;
+                sent.push(keys);
             }
-            pipeline
-                .try_all::<Vec<Value>>()
-                .await
-                .into_iter()
-                .collect::<Result<_, _>>()?
+            follow_redirections(self.redirect_budget, || async {
+                let pipeline = client.pipeline();
+                for keys in &sent {
+                    let () = pipeline.mget(keys.clone()).await?;
+                }
+                unless_redirected(pipeline.try_all::<Vec<Value>>().await)
+            })
+            .await?
+            .into_iter()
+            .collect::<Result<_, _>>()?
         };
         check_answered("the MGET pipeline", indices.len(), replies.len())?;
         for (positions, values) in indices.iter().zip(replies) {
@@ -282,7 +306,9 @@ return 1
             Value::Bytes(value.into()),
             version.into(),
         ];
-        let written: i64 = self.pool.next().custom(eval, args).await?;
+        let client = self.pool.next();
+        let written: i64 =
+            follow_redirections(self.redirect_budget, || client.custom(eval.clone(), args.clone())).await?;
         Ok(written == 1)
     }
 
@@ -294,7 +320,8 @@ return 1
         let client = self.pool.next();
         if let [(key, ttl, value)] = items.as_slice() {
             let args: Vec<Value> = vec![key.as_str().into(), ttl_value(*ttl), value.as_slice().into()];
-            let _: Value = client.custom(setex(), args).await?;
+            let _: Value =
+                follow_redirections(self.redirect_budget, || client.custom(setex(), args.clone())).await?;
             return Ok(());
         }
         let mut items = items.into_iter().peekable();
@@ -309,18 +336,25 @@ return 1
         // flight: the client encodes the next while Redis runs the last.
         // (Keys of one script must share a hash slot, and a batch spreads
         // over thousands: per-key commands it is.)
+        // A chunk redirected is sent again whole: `SETEX` may run twice.
         let mut sends = futures::stream::iter(chunks.into_iter().map(|chunk| {
-            let pipeline = self.pool.next().pipeline();
-            async move {
-                for (key, ttl, value) in chunk {
-                    let args: Vec<Value> = vec![key.into(), ttl_value(ttl), Value::Bytes(value.into())];
-                    let () = pipeline.custom(setex(), args).await?;
+            let client = self.pool.next();
+            let chunk: Vec<[Value; 3]> = chunk
+                .into_iter()
+                .map(|(key, ttl, value)| [key.into(), ttl_value(ttl), Value::Bytes(value.into())])
+                .collect();
+            follow_redirections(self.redirect_budget, move || {
+                let (pipeline, chunk) = (client.pipeline(), chunk.clone());
+                async move {
+                    for args in chunk {
+                        let () = pipeline.custom(setex(), args.to_vec()).await?;
+                    }
+                    for reply in unless_redirected(pipeline.try_all::<Value>().await)? {
+                        reply?;
+                    }
+                    Ok::<(), fred::error::Error>(())
                 }
-                for reply in pipeline.try_all::<Value>().await {
-                    reply?;
-                }
-                Ok::<(), fred::error::Error>(())
-            }
+            })
         }))
         .buffer_unordered(4);
         while let Some(sent) = sends.next().await {
@@ -376,18 +410,18 @@ return 1
         stale: Vec<(String, fred::bytes::Bytes)>,
     ) -> Result<u64, BoxError> {
         const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) else return 0 end";
-        let pipeline = self.pool.next().pipeline();
-        for (key, value) in stale {
-            let slot = fred::util::redis_keyslot(key.as_bytes());
-            let eval = CustomCommand::new_static("EVAL", ClusterHash::Custom(slot), false);
-            let args: Vec<Value> = vec![SCRIPT.into(), Value::Integer(1), key.into(), Value::Bytes(value)];
-            let () = pipeline.custom(eval, args).await?;
-        }
-        let mut removed = 0;
-        for reply in pipeline.try_all::<u64>().await {
-            removed += reply?;
-        }
-        Ok(removed)
+        let commands = stale
+            .into_iter()
+            .map(|(key, value)| {
+                let slot = fred::util::redis_keyslot(key.as_bytes());
+                let eval = CustomCommand::new_static("EVAL", ClusterHash::Custom(slot), false);
+                (
+                    eval,
+                    vec![SCRIPT.into(), Value::Integer(1), key.into(), Value::Bytes(value)],
+                )
+            })
+            .collect();
+        Ok(self.pipelined::<u64>(commands).await?.into_iter().sum())
     }
 
     /// `UNLINK`, one command per hash slot in Cluster mode (multi-key
@@ -396,24 +430,49 @@ return 1
         if keys.is_empty() {
             return Ok(0);
         }
-        let client = self.pool.next();
         if !self.clustered {
-            return Ok(client.unlink(keys).await?);
+            return Ok(self.pool.next().unlink(keys).await?);
         }
-        let groups = fred::util::group_by_hash_slot(keys)?;
-        if groups.len() == 1 {
-            let keys: Vec<Key> = groups.into_values().flatten().collect();
-            return Ok(client.unlink(keys).await?);
+        let commands = fred::util::group_by_hash_slot(keys)?
+            .into_values()
+            .map(|keys| {
+                let unlink = CustomCommand::new_static("UNLINK", ClusterHash::FirstKey, false);
+                (unlink, keys.into_iter().map(Value::from).collect())
+            })
+            .collect();
+        Ok(self.pipelined::<u64>(commands).await?.into_iter().sum())
+    }
+
+    /// Sends `commands` as one pipeline; those the cluster redirected are
+    /// sent again on their own (see `redirect`), so each runs once.
+    async fn pipelined<T: FromValue>(
+        &self,
+        commands: Vec<(CustomCommand, Vec<Value>)>,
+    ) -> Result<Vec<T>, fred::error::Error> {
+        let client = self.pool.next();
+        let replies = if let [(command, args)] = commands.as_slice() {
+            vec![client.custom::<Value, _>(command.clone(), args.clone()).await]
+        } else {
+            let pipeline = client.pipeline();
+            for (command, args) in &commands {
+                let () = pipeline.custom(command.clone(), args.clone()).await?;
+            }
+            pipeline.try_all::<Value>().await
+        };
+        let mut answers = Vec::with_capacity(commands.len());
+        for ((command, args), reply) in commands.into_iter().zip(replies) {
+            let reply = match reply {
+                Err(e) if is_redirection(&e) => {
+                    follow_redirections(self.redirect_budget, || {
+                        client.custom::<Value, _>(command.clone(), args.clone())
+                    })
+                    .await
+                }
+                other => other,
+            };
+            answers.push(reply?.convert()?);
         }
-        let pipeline = client.pipeline();
-        for keys in groups.into_values() {
-            let () = pipeline.unlink(Vec::from(keys)).await?;
-        }
-        let mut removed = 0;
-        for reply in pipeline.try_all::<u64>().await {
-            removed += reply?;
-        }
-        Ok(removed)
+        Ok(answers)
     }
 
     fn scan_stream(
