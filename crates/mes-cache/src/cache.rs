@@ -225,6 +225,12 @@ impl ReferenceDataCache {
     /// (connected or not). The URL of `config` is ignored; its other
     /// settings apply. Ties the caller to this crate's `fred` version.
     ///
+    /// On a Cluster, build the pool with `ConnectionConfig::max_redirections`
+    /// set to 0, as [`connect`](Self::connect) does: the cache then follows
+    /// redirections itself ([`follow_redirections`](crate::follow_redirections)
+    /// says why). With fred following them, a read during a slot migration
+    /// can get the reply meant for another command.
+    ///
     /// # Errors
     /// [`Error::Connect`] when the pool cannot connect.
     pub async fn from_fred_pool(pool: fred::clients::Pool, config: CacheConfig) -> Result<Self> {

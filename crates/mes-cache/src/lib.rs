@@ -65,7 +65,10 @@
 //! `rediss://` (TLS, feature `tls`), `redis-cluster://` and
 //! `redis-sentinel://`; the API is the same for all three. In Cluster mode
 //! `get_many` sends one `MGET` per hash slot (concurrently, in one
-//! pipeline), and invalidation scans every primary. Behind a Sentinel the
+//! pipeline), and invalidation scans every primary. During a reshard the
+//! cache follows `MOVED` and `ASK` itself ([`follow_redirections`]): a
+//! command on a key whose slot is migrating waits for the migration to end,
+//! up to [`CacheConfig::command_timeout`]. Behind a Sentinel the
 //! cache asks the Sentinels every [`CacheConfig::master_check_interval`]
 //! which server is the master and moves there when it is elsewhere: a
 //! switchover with the old master still up closes no connection, and what

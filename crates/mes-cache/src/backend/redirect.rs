@@ -1,18 +1,5 @@
-//! Cluster redirections, followed here rather than by fred.
-//!
-//! fred 10.1 follows an `ASK` by writing `ASKING` to the target node and
-//! reading the next frame of that connection as its reply
-//! (`router::utils::send_asking_with_policy`). With other commands in flight
-//! on the connection, that frame is the reply to the oldest of them: every
-//! reply after it moves one command down, and the last gets `ASKING`'s `OK`.
-//! During a reshard, a `GET` answered another key's value (the cache's
-//! `tests/cluster_redirects.rs` shows it). So the clients this crate builds
-//! refuse redirections in fred (`max_redirections = 0`): a `MOVED` still
-//! refreshes fred's slot map before the command fails, an `ASK` fails at
-//! once, and [`follow_redirections`] sends the command again: to the new
-//! owner after a `MOVED`, and after an `ASK` once the slot's migration ended
-//! (the source answers `MOVED` then). Keys whose slot is migrating wait for
-//! the migration, up to a budget, instead of being read off the target.
+//! Cluster redirections, followed here rather than by fred (see
+//! [`follow_redirections`] for why).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -36,13 +23,33 @@ pub fn is_redirection(error: &FredError) -> bool {
 
 /// Runs `op` until it succeeds, fails otherwise than by a cluster
 /// redirection, or `budget` has passed since the first try (then the last
-/// redirection is the error). For clients built with
-/// `ConnectionConfig::max_redirections` set to 0, which is how this crate
-/// builds its own (see the module docs for why): with fred following
-/// redirections itself, there is nothing to retry.
+/// redirection is the error).
+///
+/// For fred clients built with `ConnectionConfig::max_redirections` set to
+/// 0, as this crate builds its own. fred 10.1 follows an `ASK` by writing
+/// `ASKING` to the target node and reading the next frame of that
+/// connection as its reply: with other commands in flight there, each of
+/// them gets the reply meant for the next (a `GET` answered another key's
+/// value). Refused by fred, a `MOVED` still refreshes fred's slot map before
+/// the command fails, and an `ASK` fails at once; this sends the command
+/// again, at once and then after a doubling wait: to the new owner after a
+/// `MOVED`, and after an `ASK` (or a `TRYAGAIN`) once the slot's migration
+/// ended. A key whose slot is migrating waits for the migration instead of
+/// being read off the target node.
 ///
 /// `op` must be safe to send again: a redirected command did not run, but in
-/// a pipeline retried as a whole, the commands before it did.
+/// a pipeline sent again whole, the commands before it did.
+///
+/// ```
+/// # async fn example(client: fred::clients::Client) -> Result<(), fred::error::Error> {
+/// use fred::prelude::KeysInterface;
+/// use std::time::Duration;
+///
+/// let value: Option<String> =
+///     mes_cache::follow_redirections(Duration::from_secs(5), || client.get("mes:cache:part:P-1")).await?;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Errors
 /// What `op` last failed with.
