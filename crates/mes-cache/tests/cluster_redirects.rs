@@ -19,11 +19,6 @@ use mes_cache::{CacheConfig, CacheKeyPrefix, ReferenceDataCache};
 use mes_testkit::redis::{RedisBinaries, RedisCluster};
 use serde_json::{Value, json};
 
-/// The slots `redis-cli --cluster create` gives the first two of three
-/// masters.
-const FIRST: std::ops::RangeInclusive<u16> = 0..=5460;
-const SECOND: std::ops::RangeInclusive<u16> = 5461..=10922;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_during_an_ask_redirection_answer_their_own_keys() {
     let cluster =
@@ -38,8 +33,14 @@ async fn reads_during_an_ask_redirection_answer_their_own_keys() {
     let prefix = CacheKeyPrefix::new("part");
     let slot_of = |id: &str| fred::util::redis_keyslot(cache.key(&prefix, id).as_bytes());
     let ids = (0..).map(|n| format!("P-{n}"));
-    let moved = ids.clone().find(|id| FIRST.contains(&slot_of(id))).unwrap();
-    let held: Vec<String> = ids.filter(|id| SECOND.contains(&slot_of(id))).take(4).collect();
+    let moved = ids
+        .clone()
+        .find(|id| cluster.first_owner(slot_of(id)) == 0)
+        .unwrap();
+    let held: Vec<String> = ids
+        .filter(|id| cluster.first_owner(slot_of(id)) == 1)
+        .take(4)
+        .collect();
     for id in held.iter().chain([&moved]) {
         cache.set(&prefix, id, &json!({"id": id}), None).await.unwrap();
     }
@@ -47,25 +48,16 @@ async fn reads_during_an_ask_redirection_answer_their_own_keys() {
     // The moved key's slot half-way from the first master to the second:
     // its key is on the second already, so the first answers ASK.
     let (first, second) = (cluster.node(0).unwrap(), cluster.node(1).unwrap());
-    let (first_id, second_id) = (cluster.node_id(0).unwrap(), cluster.node_id(1).unwrap());
-    let slot = slot_of(&moved).to_string();
     let key = cache.key(&prefix, &moved);
-    tokio::task::block_in_place(|| {
-        second
-            .cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &first_id])
-            .unwrap();
-        first
-            .cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &second_id])
-            .unwrap();
-        let port = second.port().to_string();
-        first
-            .cli(&["MIGRATE", "127.0.0.1", &port, &key, "0", "5000"])
-            .unwrap();
+    let slot_move = tokio::task::block_in_place(|| {
+        let slot_move = cluster.begin_move(slot_of(&moved), 0, 1).unwrap();
+        slot_move.migrate(&[&key]).unwrap();
         let answer = first.cli(&["GET", &key]).unwrap();
         assert!(answer.starts_with("ASK"), "the first master redirects: {answer}");
         // The second holds its replies a while: the reads of its keys are
         // in flight when the moved key's redirection comes back.
         second.cli(&["CLIENT", "PAUSE", "500", "ALL"]).unwrap();
+        slot_move
     });
 
     // Sent in this order: the held keys' reads, then the moved key's.
@@ -74,12 +66,7 @@ async fn reads_during_an_ask_redirection_answer_their_own_keys() {
             let values =
                 futures::future::join_all(held.iter().map(|id| cache.get::<Value>(&prefix, id))).await;
             // Then the migration ends, as a reshard's does.
-            tokio::task::block_in_place(|| {
-                for node in [second, first] {
-                    node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &second_id])
-                        .unwrap();
-                }
-            });
+            tokio::task::block_in_place(|| slot_move.finish().unwrap());
             values
         },
         cache.get::<Value>(&prefix, &moved),

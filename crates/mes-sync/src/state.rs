@@ -937,27 +937,13 @@ mod tests {
             written(0)
         );
 
-        // `redis-cli --cluster create` deals the slots in three even ranges.
+        // The offsets key moved, the owner and seen keys not yet.
         let slot = fred::util::redis_keyslot(a.offsets_key().as_bytes());
-        let from = usize::from(slot / 5461).min(2);
-        let to = (from + 1) % 3;
-        let (source, target) = (cluster.node(from).unwrap(), cluster.node(to).unwrap());
-        let (source_id, target_id) = (cluster.node_id(from).unwrap(), cluster.node_id(to).unwrap());
-        let (slot, port) = (slot.to_string(), target.port().to_string());
-        let migrate = |keys: &[&str]| {
-            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
-            args.extend(keys);
-            assert_eq!(source.cli(&args).unwrap().trim(), "OK");
-        };
-        let offsets_key = a.offsets_key();
-        tokio::task::block_in_place(|| {
-            target
-                .cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
-                .unwrap();
-            source
-                .cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id])
-                .unwrap();
-            migrate(&[&offsets_key]);
+        let from = cluster.first_owner(slot);
+        let slot_move = tokio::task::block_in_place(|| {
+            let slot_move = cluster.begin_move(slot, from, (from + 1) % 3).unwrap();
+            slot_move.migrate(&[&a.offsets_key()]).unwrap();
+            slot_move
         });
 
         // In this order: the commit is sent before the migration ends.
@@ -965,17 +951,7 @@ mod tests {
         let (committed, ()) = tokio::join!(
             biased;
             a.commit(&tp, &a1, Some(1), 2, &batch),
-            async {
-                // The rest of the slot's keys, then the slot itself.
-                tokio::task::block_in_place(|| {
-                    let left = source.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]).unwrap();
-                    let left: Vec<&str> = left.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
-                    migrate(&left);
-                    for node in [target, source] {
-                        node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]).unwrap();
-                    }
-                });
-            }
+            async { tokio::task::block_in_place(|| slot_move.finish().unwrap()) }
         );
         assert_eq!(committed.unwrap(), written(0));
         assert_eq!(a.position(&tp).await.unwrap().committed, Some(2));

@@ -400,6 +400,43 @@ impl RedisCluster {
         Ok(self.node(node)?.cli(&["CLUSTER", "MYID"])?.trim().to_owned())
     }
 
+    /// The index of the master `redis-cli --cluster create` gave `slot`
+    /// (it deals the 16384 slots in even ranges, in the order of `nodes`).
+    pub fn first_owner(&self, slot: u16) -> usize {
+        let masters = self.nodes.len().max(1);
+        let range = 16384_usize.div_ceil(masters);
+        (usize::from(slot) / range).min(masters - 1)
+    }
+
+    /// Starts moving `slot` from `self.nodes[from]` to `self.nodes[to]` by
+    /// hand, as `redis-cli --cluster reshard` does (`IMPORTING`, then
+    /// `MIGRATING`); keys are moved with [`SlotMove::migrate`], and
+    /// [`SlotMove::finish`] moves the rest and gives the slot to `to`.
+    pub fn begin_move(&self, slot: u16, from: usize, to: usize) -> io::Result<SlotMove<'_>> {
+        let slot_move = SlotMove {
+            source: self.node(from)?,
+            target: self.node(to)?,
+            source_id: self.node_id(from)?,
+            target_id: self.node_id(to)?,
+            slot: slot.to_string(),
+        };
+        slot_move.target.cli(&[
+            "CLUSTER",
+            "SETSLOT",
+            &slot_move.slot,
+            "IMPORTING",
+            &slot_move.source_id,
+        ])?;
+        slot_move.source.cli(&[
+            "CLUSTER",
+            "SETSLOT",
+            &slot_move.slot,
+            "MIGRATING",
+            &slot_move.target_id,
+        ])?;
+        Ok(slot_move)
+    }
+
     /// Moves `slots` slots from `self.nodes[from]` to `self.nodes[to]` with
     /// `redis-cli --cluster reshard` (MIGRATE key by key, clients see
     /// `ASK` then `MOVED`); returns once the cluster agrees again.
@@ -454,5 +491,47 @@ impl RedisCluster {
             .map_or(("", &[][..]), |(first, rest)| (first.as_str(), rest));
         let query: Vec<String> = rest.iter().map(|n| format!("node={n}")).collect();
         format!("redis-cluster://{first}?{}", query.join("&"))
+    }
+}
+
+/// A slot half-way between two masters (see [`RedisCluster::begin_move`]):
+/// the source answers `ASK` for the keys moved, `TRYAGAIN` for a multi-key
+/// command on keys split between the two.
+#[derive(Debug)]
+pub struct SlotMove<'a> {
+    source: &'a RedisServer,
+    target: &'a RedisServer,
+    source_id: String,
+    target_id: String,
+    slot: String,
+}
+
+impl SlotMove<'_> {
+    /// Moves `keys` (of the slot) to the target with `MIGRATE`.
+    pub fn migrate(&self, keys: &[&str]) -> io::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let port = self.target.port().to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys);
+        match self.source.cli(&args)?.trim() {
+            "OK" => Ok(()),
+            other => Err(io::Error::other(format!("MIGRATE answered {other}"))),
+        }
+    }
+
+    /// Moves the slot's remaining keys, then gives the slot to the target
+    /// (on both nodes: the migration is over).
+    pub fn finish(&self) -> io::Result<()> {
+        let left = self
+            .source
+            .cli(&["CLUSTER", "GETKEYSINSLOT", &self.slot, "1000"])?;
+        let left: Vec<&str> = left.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+        self.migrate(&left)?;
+        for node in [self.target, self.source] {
+            node.cli(&["CLUSTER", "SETSLOT", &self.slot, "NODE", &self.target_id])?;
+        }
+        Ok(())
     }
 }
